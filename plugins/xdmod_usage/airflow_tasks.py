@@ -1,0 +1,121 @@
+"""Task bodies for the usage DAGs: turn the Airflow context into calls to the core library.
+
+Why separate from the factory: the factory is wiring evaluated at every parse; these bodies run
+only on a worker, so their heavier imports (providers, hooks) stay out of parse time. Errors that
+a retry cannot fix (bad config, bad window, bad input, a shrunken source) become
+AirflowFailException so the task fails at once instead of burning retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import IO, Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from .config import Resource, SiteConfig
+from .window import UsageWindow, WindowError
+
+log = logging.getLogger(__name__)
+
+
+def window_from_context(context: dict[str, Any]) -> UsageWindow:
+    """The run's one-day window from data_interval_start/end (never ds or logical_date)."""
+    try:
+        return UsageWindow.from_interval(context.get("data_interval_start"), context.get("data_interval_end"))
+    except WindowError as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def check_window(context: dict[str, Any]) -> dict[str, str]:
+    window = window_from_context(context)
+    log.info("usage window %s .. %s (UTC day %s)", window.start.isoformat(), window.end.isoformat(), window.day)
+    return window.as_dict()
+
+
+def _staging_store(site: SiteConfig, resource: Resource) -> Any:
+    from airflow.sdk import ObjectStoragePath
+
+    from .staging import Store
+
+    staging = site.staging_for(resource)
+    return Store.from_path(ObjectStoragePath(staging.root, conn_id=staging.conn_id))
+
+
+def _sacct_puller(
+    resource: Resource, window: UsageWindow, timeout: float | None
+) -> tuple[Callable[[IO[bytes]], Any], dict[str, Any]]:
+    from .sacct import run_sacct_local, run_sacct_ssh, sacct_argv, sacct_env
+
+    source = resource.slurm_source()
+    argv = sacct_argv(source.cluster, window, source.sacct_path)
+    env = sacct_env(source.env)
+    info = {"type": "sacct", "cluster": source.cluster, "argv": argv, "ssh_conn_id": source.ssh_conn_id}
+
+    if source.ssh_conn_id is None:
+        return (lambda out: run_sacct_local(argv, env, out, timeout=timeout)), info
+
+    def pull_over_ssh(out: IO[bytes]) -> int:
+        from airflow.providers.ssh.hooks.ssh import SSHHook
+
+        with SSHHook(ssh_conn_id=source.ssh_conn_id).get_conn() as client:
+            return run_sacct_ssh(client, argv, env, out, timeout=timeout)
+
+    return pull_over_ssh, info
+
+
+def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> dict[str, Any]:
+    """Pull one window from sacct (or replay the archive), check it, and commit the day."""
+    from .slurm_pipeline import QuarantineLimitError, SlurmDay, stage_slurm_day
+    from .staging import SourceShrankError
+
+    window = window_from_context(context)
+    params = context.get("params") or {}
+    source = resource.slurm_source()
+    day = SlurmDay(resource.name, resource.xdmod_resource, source.cluster, window)
+    task = context.get("task")
+    timeout = task.execution_timeout.total_seconds() if task is not None and task.execution_timeout else None
+    replay = params.get("source", "live") == "archive"
+    pull, info = _sacct_puller(resource, window, timeout)
+    share = params.get("max_quarantine_share")
+    try:
+        result = stage_slurm_day(
+            _staging_store(site, resource),
+            day,
+            None if replay else pull,
+            info,
+            allow_fewer_records=bool(params.get("allow_fewer_records", False)),
+            max_quarantine_share=resource.max_quarantine_share if share is None else float(share),
+            spool_dir=site.staging_for(resource).spool_dir,
+        )
+    except (SourceShrankError, QuarantineLimitError) as exc:
+        raise AirflowFailException(str(exc)) from None
+    summary = result.summary()
+    log.info("staged %s: counts %s", summary["manifest_url"], summary["counts"])
+    return summary
+
+
+def xdmod_db_timestamp(site: SiteConfig, resource: Resource) -> str:
+    """NOW() on XDMoD's database server, taken before the shred (see xdmod-inputs)."""
+    from airflow.providers.mysql.hooks.mysql import MySqlHook
+
+    conn_id = site.xdmod_for(resource).db_conn_id
+    row = MySqlHook(mysql_conn_id=conn_id).get_first("SELECT DATE_FORMAT(NOW(), '%Y-%m-%d %H:%i:%s')")
+    if not row or not row[0]:
+        raise RuntimeError(f"SELECT NOW() on connection {conn_id!r} returned nothing")
+    log.info("XDMoD database server time before shred: %s", row[0])
+    return str(row[0])
+
+
+def run_xdmod(
+    site: SiteConfig, resource: Resource, context: dict[str, Any], build: Callable[[str], Any]
+) -> dict[str, Any]:
+    """Build one XDMoD command and hand it to the configured runner (dry run for now)."""
+    from .runners import DryRunRunner
+
+    xdmod = site.xdmod_for(resource)
+    command = build(xdmod.input_dir)
+    runner = DryRunRunner(xdmod.input_dir)
+    result = runner.run(command)
+    return {"step": result.step, "argv": result.argv, "dry_run": result.dry_run, "exit_status": result.exit_status}

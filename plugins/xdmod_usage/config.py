@@ -1,0 +1,290 @@
+"""Site configuration: one YAML file describing every resource, validated once at DAG parse time.
+
+Why a strict schema: a typo in a hand-edited file must not make a DAG silently disappear or run
+with a default the operator did not mean. Every error names the file, the key and the reason.
+Credentials never live here: only Airflow connection ids do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+CONFIG_ENV = "XDMOD_USAGE_CONFIG"
+# Kinds whose collector ships in this release; the others are accepted by the schema but refused
+# with a clear message, so a configured resource never silently lacks its DAG.
+AVAILABLE_KINDS = ("slurm",)
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """The site configuration is invalid; the message names file, key and reason."""
+
+
+def _parse_duration(value: Any) -> dt.timedelta:
+    """Accept 90, "90s", "30m", "2h", "1d" so operators write durations the way they think them."""
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 30m, 2h or 1d")
+    if isinstance(value, int):
+        return dt.timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"expected a duration such as 90s, 30m, 2h or 1d, got {value!r}")
+    return dt.timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(_parse_duration)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+ConnId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,250}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StagingConfig(_Strict):
+    """Where a day's files are staged: a file:// or s3:// URL, plus an optional connection id."""
+
+    root: str = "file:///var/lib/xdmod-usage/staging"
+    conn_id: ConnId | None = None
+    spool_dir: str | None = Field(
+        default=None, description="Local scratch for streaming writes; default: the system temp dir."
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("file", "s3"):
+            raise ValueError(f"must be a file:// or s3:// URL, got {value!r}")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; put them in the Airflow connection (conn_id)")
+        if parts.scheme == "file" and not parts.path.startswith("/"):
+            raise ValueError("a file:// root must be absolute, e.g. file:///var/lib/xdmod-usage/staging")
+        if parts.scheme == "s3" and not parts.netloc:
+            raise ValueError("an s3:// root needs a bucket, e.g. s3://bucket/prefix")
+        return value.rstrip("/")
+
+
+class AlertRoute(_Strict):
+    """Where failure alerts go. Delivery is wired by the alerting module; routes are validated here."""
+
+    type: Literal["email", "slack", "webhook"]
+    to: list[str] = Field(default_factory=list)
+    conn_id: ConnId | None = None
+
+    @model_validator(mode="after")
+    def _check_target(self) -> AlertRoute:
+        if self.type == "email" and not self.to:
+            raise ValueError("an email route needs 'to' (a list of addresses)")
+        if self.type in ("slack", "webhook") and not self.conn_id:
+            raise ValueError(f"a {self.type} route needs 'conn_id' (the webhook URL lives in the connection)")
+        return self
+
+
+class XdmodConfig(_Strict):
+    """How XDMoD's own commands are run. Only the dry-run runner exists so far."""
+
+    runner: Literal["dry_run"] = "dry_run"
+    pool: Name = "xdmod"
+    db_conn_id: ConnId = Field(
+        default="xdmod_db",
+        description="MySQL connection to XDMoD's database server; its NOW() stamps --last-modified-start-date.",
+    )
+    input_dir: str = Field(
+        default="/srv/xdmod-usage/input",
+        description="Directory on the XDMoD side where the runner places a day's staged files.",
+    )
+
+    @field_validator("input_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value.rstrip("/") or "/"
+
+
+class TaskPolicy(_Strict):
+    """Retry and timeout policy applied to every task of a DAG."""
+
+    retries: int = Field(default=3, ge=0, le=20)
+    retry_delay: Duration = dt.timedelta(minutes=2)
+    max_retry_delay: Duration = dt.timedelta(minutes=30)
+    execution_timeout: Duration = dt.timedelta(hours=2)
+
+
+class SlurmSource(_Strict):
+    """sacct, run locally or on a login node over SSH."""
+
+    cluster: Name
+    ssh_conn_id: ConnId | None = Field(default=None, description="SSH connection; unset = run sacct locally.")
+    sacct_path: str = "sacct"
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment for sacct, e.g. SLURM_CONF. TZ is always UTC."
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _no_tz(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+            if key == "TZ":
+                raise ValueError("TZ is fixed to UTC: XDMoD reads sacct times as UTC")
+        return value
+
+
+class GenericSource(_Strict):
+    """Source options for kinds whose collectors land in later releases."""
+
+    conn_id: ConnId
+
+
+class Resource(_Strict):
+    """One XDMoD resource fed by one source: becomes one daily DAG."""
+
+    name: Name
+    kind: Literal["slurm", "openshift", "openstack"]
+    xdmod_resource: Name = Field(description="The resource code in XDMoD's resources.json.")
+    start_date: dt.date
+    source: dict[str, Any]
+    settle_delay: Duration = Field(
+        default=dt.timedelta(minutes=30),
+        description="Wait this long after the window ends before pulling, for late records.",
+    )
+    max_active_runs: int = Field(default=2, ge=1, le=32)
+    max_quarantine_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    staging: StagingConfig | None = None
+    xdmod: XdmodConfig | None = None
+    tasks: TaskPolicy | None = None
+    alerts: list[AlertRoute] | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @property
+    def dag_id(self) -> str:
+        return f"usage_{self.kind}_{self.name}"
+
+    def slurm_source(self) -> SlurmSource:
+        return SlurmSource.model_validate(self.source)
+
+
+class SiteConfig(_Strict):
+    """The whole file: site-wide defaults plus the list of resources."""
+
+    staging: StagingConfig = StagingConfig()
+    xdmod: XdmodConfig = XdmodConfig()
+    tasks: TaskPolicy = TaskPolicy()
+    alerts: list[AlertRoute] = Field(default_factory=list)
+    resources: list[Resource] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_resources(self) -> SiteConfig:
+        seen: set[str] = set()
+        for index, resource in enumerate(self.resources):
+            if resource.dag_id in seen:
+                raise ValueError(
+                    f"resources[{index}].name: duplicate resource {resource.name!r} of kind {resource.kind}"
+                )
+            seen.add(resource.dag_id)
+            if resource.kind not in AVAILABLE_KINDS:
+                raise ValueError(
+                    f"resources[{index}].kind: {resource.kind!r} has no collector in this release "
+                    f"(available: {', '.join(AVAILABLE_KINDS)})"
+                )
+            source_model = SlurmSource if resource.kind == "slurm" else GenericSource
+            try:
+                source_model.model_validate(resource.source)
+            except ValidationError as exc:
+                raise ValueError(_format_errors(exc, prefix=f"resources[{index}].source")) from None
+        return self
+
+    def staging_for(self, resource: Resource) -> StagingConfig:
+        return resource.staging or self.staging
+
+    def xdmod_for(self, resource: Resource) -> XdmodConfig:
+        return resource.xdmod or self.xdmod
+
+    def tasks_for(self, resource: Resource) -> TaskPolicy:
+        return resource.tasks or self.tasks
+
+    def alerts_for(self, resource: Resource) -> list[AlertRoute]:
+        return self.alerts if resource.alerts is None else resource.alerts
+
+
+def _loc(parts: tuple[Any, ...], prefix: str = "") -> str:
+    out = prefix
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _format_errors(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (misspelt? credentials belong in Airflow connections, not here)"
+        loc = tuple(err["loc"])
+        lines.append(f"{_loc(loc, prefix)}: {message}" if loc or prefix else message)
+    return "; ".join(lines)
+
+
+class _StringDatesLoader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as text, so a bad date is reported with its key by the schema."""
+
+
+_StringDatesLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def parse_site_config(text: str, source: str = "<string>") -> SiteConfig:
+    """Parse and validate config text; raise ConfigError naming source, key and reason."""
+    try:
+        data = yaml.load(text, Loader=_StringDatesLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): expected a mapping with a 'resources' list")
+    try:
+        return SiteConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_format_errors(exc)}") from None
+
+
+def load_site_config(path: str | os.PathLike[str] | None = None) -> SiteConfig:
+    """Load the file named by ``path`` or by $XDMOD_USAGE_CONFIG."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        raise ConfigError(
+            f"{CONFIG_ENV} is not set: point it at the site config YAML (see include/site-config.example.yaml)"
+        )
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read site config: {exc.strerror}") from None
+    return parse_site_config(text, str(file))

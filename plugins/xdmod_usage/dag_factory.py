@@ -1,0 +1,146 @@
+"""One factory for every per-resource usage DAG, so none forgets retries, timeouts or the window.
+
+Parse-time cost matters (the DAG processor re-parses often): this module imports only the SDK
+and the small config/window modules; task bodies import providers when they run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from . import airflow_tasks
+from .config import Resource, SiteConfig, load_site_config
+from .xdmod_commands import XdmodInput, aggregate, ingest, shred_slurm
+
+DAILY_UTC = "0 0 * * *"
+
+
+def _default_args(site: SiteConfig, resource: Resource) -> dict[str, Any]:
+    policy = site.tasks_for(resource)
+    return {
+        "owner": "xdmod-usage",
+        "retries": policy.retries,
+        "retry_delay": policy.retry_delay,
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": policy.max_retry_delay,
+        "execution_timeout": policy.execution_timeout,
+    }
+
+
+def _doc_md(site: SiteConfig, resource: Resource) -> str:
+    staging = site.staging_for(resource)
+    return f"""
+### Usage ETL: {resource.kind} resource `{resource.name}` → XDMoD resource `{resource.xdmod_resource}`
+
+Each run stages **one UTC day**, `data_interval_start` to `data_interval_end` (midnight to midnight),
+then runs XDMoD's shred → ingest → aggregate. The run waits {resource.settle_delay} after the day ends
+for late records (`wait_for_settle`, deferrable) rather than shifting the schedule.
+
+* **Staging**: `{staging.root}/{resource.name}/<YYYY-MM-DD>/manifest.json` (counts, sha256, files).
+* **Rerun a day**: clear the run (all tasks) in the UI. The day is replaced atomically; identical
+  input gives identical files. If the source now returns fewer records than the archive holds, the
+  run refuses: trigger with `source=archive` to replay the archived raw data.
+* **Backfill**: `airflow backfill create --dag-id {resource.dag_id} --from-date D1 --to-date D2`
+  (window = the UTC day before each logical date). Catchup is on from {resource.start_date}.
+* **Manual trigger**: give a logical date; a trigger without one has no window and fails at once.
+* **Params**: `dry_run` (log XDMoD commands without running them), `source` (live | archive),
+  `allow_fewer_records`, `max_quarantine_share`.
+* **Quarantine**: lines XDMoD would choke on are written to `quarantine.jsonl` with the reason and
+  counted; above {resource.max_quarantine_share:.2%} of the day the staging task fails after writing them.
+"""
+
+
+def _params(resource: Resource) -> dict[str, Param]:
+    return {
+        "dry_run": Param(False, type="boolean", description="Log XDMoD commands (and pods) without running them."),
+        "source": Param(
+            "live",
+            enum=["live", "archive"],
+            description="live: query the source; archive: replay the day's raw archive.",
+        ),
+        "allow_fewer_records": Param(
+            False, type="boolean", description="Allow replacing a day with a pull smaller than its archive."
+        ),
+        "max_quarantine_share": Param(
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            description=f"Override the quarantine limit (config: {resource.max_quarantine_share}).",
+        ),
+    }
+
+
+def build_slurm_dag(site: SiteConfig, resource: Resource) -> DAG:
+    xdmod = site.xdmod_for(resource)
+    start = dt.datetime.combine(resource.start_date, dt.time(0), tzinfo=dt.UTC)
+    settle_seconds = int(resource.settle_delay.total_seconds())
+
+    with DAG(
+        dag_id=resource.dag_id,
+        description=f"Daily Slurm usage of {resource.name} into XDMoD resource {resource.xdmod_resource}",
+        schedule=CronDataIntervalTimetable(DAILY_UTC, timezone="UTC"),
+        start_date=start,
+        catchup=True,
+        max_active_runs=resource.max_active_runs,
+        default_args=_default_args(site, resource),
+        tags=["xdmod", "usage", resource.kind, f"resource:{resource.name}", *resource.tags],
+        doc_md=_doc_md(site, resource),
+        params=_params(resource),
+        render_template_as_native_obj=False,
+    ) as dag:
+
+        @task(task_id="check_window")
+        def check_window() -> dict[str, str]:
+            return airflow_tasks.check_window(get_current_context())
+
+        wait = DateTimeSensorAsync(
+            task_id="wait_for_settle",
+            target_time=f"{{{{ (data_interval_end + macros.timedelta(seconds={settle_seconds})).isoformat() }}}}",
+        )
+
+        @task(task_id="stage")
+        def stage() -> dict[str, Any]:
+            return airflow_tasks.stage_slurm(site, resource, get_current_context())
+
+        @task(task_id="xdmod_timestamp", pool=xdmod.pool)
+        def xdmod_timestamp() -> str:
+            return airflow_tasks.xdmod_db_timestamp(site, resource)
+
+        @task(task_id="xdmod_shred", pool=xdmod.pool)
+        def xdmod_shred(staged: dict[str, Any]) -> dict[str, Any]:
+            entry = staged["files"][staged["staged_name"]]
+            item = XdmodInput(staged["staged_name"], entry["url"], entry["sha256"])
+            if staged["counts"]["staged"] == 0:
+                raise AirflowSkipException("no staged rows for this day: nothing to shred, ingest or aggregate")
+            return airflow_tasks.run_xdmod(
+                site, resource, get_current_context(), lambda d: shred_slurm(resource.xdmod_resource, d, item)
+            )
+
+        @task(task_id="xdmod_ingest", pool=xdmod.pool)
+        def xdmod_ingest() -> dict[str, Any]:
+            return airflow_tasks.run_xdmod(site, resource, get_current_context(), lambda _d: ingest())
+
+        @task(task_id="xdmod_aggregate", pool=xdmod.pool)
+        def xdmod_aggregate(timestamp: str) -> dict[str, Any]:
+            return airflow_tasks.run_xdmod(
+                site, resource, get_current_context(), lambda _d: aggregate("job", timestamp)
+            )
+
+        staged = stage()
+        timestamp = xdmod_timestamp()
+        shredded = xdmod_shred(staged)
+        check_window() >> wait >> staged >> timestamp >> shredded >> xdmod_ingest() >> xdmod_aggregate(timestamp)
+    return dag
+
+
+def build_usage_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
+    """Every per-resource DAG of the site config, keyed by dag_id (for a DAG file's globals)."""
+    site = site or load_site_config()
+    builders = {"slurm": build_slurm_dag}  # config.AVAILABLE_KINDS names the same kinds
+    return {resource.dag_id: builders[resource.kind](site, resource) for resource in site.resources}

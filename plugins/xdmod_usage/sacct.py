@@ -1,0 +1,122 @@
+"""Pull one window of Slurm accounting with exactly the sacct call XDMoD's own helper makes.
+
+Why exact: XDMoD's shredder maps fields by position, and its helper's flags (--allocations,
+--duplicates, --allusers) decide which records exist. TZ=UTC because XDMoD reads the times as
+UTC; SLURM_TIME_FORMAT=standard because a site default like "relative" would change the time
+text. Output streams to a file: a busy cluster's day does not fit comfortably in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from .slurm_format import SACCT_FIELDS
+from .window import UsageWindow
+
+FIXED_ENV = {"TZ": "UTC", "SLURM_TIME_FORMAT": "standard"}
+_STDERR_LIMIT = 64 * 1024
+
+
+class SacctError(RuntimeError):
+    """sacct exited non-zero or wrote to stderr; the message carries sacct's own words."""
+
+
+def sacct_argv(cluster: str, window: UsageWindow, sacct_path: str = "sacct") -> list[str]:
+    """The argv XDMoD's xdmod-slurm-helper runs, for one window."""
+    start, end = window.sacct_bounds()
+    return [
+        sacct_path,
+        "--allusers",
+        "--parsable2",
+        "--noheader",
+        "--allocations",
+        "--duplicates",
+        "--clusters",
+        cluster,
+        "--format",
+        ",".join(SACCT_FIELDS),
+        "--starttime",
+        start,
+        "--endtime",
+        end,
+    ]
+
+
+def sacct_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """Environment for sacct: the caller's extras, then the fixed UTC/time-format settings."""
+    return {**extra, **FIXED_ENV}
+
+
+def _fail(argv: list[str], status: int, stderr: bytes) -> SacctError:
+    text = stderr.decode("utf-8", "replace").strip() or "(no stderr)"
+    return SacctError(f"sacct failed (exit status {status}): {text} [command: {shlex.join(argv)}]")
+
+
+def run_sacct_local(argv: list[str], env: Mapping[str, str], out: IO[bytes], timeout: float | None = None) -> int:
+    """Run sacct here, streaming stdout into ``out``; returns bytes written.
+
+    Like XDMoD's helper, any stderr output counts as failure: sacct reports some errors (an
+    unreachable slurmdbd) on stderr with exit status 0.
+    """
+    full_env = {**os.environ, **env}
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
+    except FileNotFoundError as exc:
+        raise SacctError(f"sacct not found: {exc.filename!r} (set source.sacct_path)") from None
+    stderr_chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read(_STDERR_LIMIT)), daemon=True)
+    reader.start()
+    written = 0
+    assert proc.stdout is not None
+    for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
+        out.write(chunk)
+        written += len(chunk)
+    try:
+        status = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise SacctError(f"sacct timed out after {timeout} s [command: {shlex.join(argv)}]") from None
+    reader.join(timeout=5)
+    stderr = b"".join(stderr_chunks)
+    if status != 0 or stderr.strip():
+        raise _fail(argv, status, stderr)
+    return written
+
+
+def run_sacct_ssh(
+    client: Any, argv: list[str], env: Mapping[str, str], out: IO[bytes], timeout: float | None = None
+) -> int:
+    """Run sacct on a login node through an open paramiko SSHClient, streaming stdout into ``out``.
+
+    The remote command is ``env K=V ... sacct ...`` with every word shell-quoted: nothing from
+    config or data is ever interpreted by the remote shell.
+    """
+    env_words = [f"{key}={value}" for key, value in sorted(env.items())]
+    command = shlex.join(["env", *env_words, *argv])
+    _stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
+    stdout.channel.shutdown_write()
+    stderr_chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr_chunks.append(stderr.read(_STDERR_LIMIT)), daemon=True)
+    reader.start()
+    written = 0
+    for chunk in iter(lambda: stdout.read(1 << 20), b""):
+        out.write(chunk)
+        written += len(chunk)
+    status = stdout.channel.recv_exit_status()
+    reader.join(timeout=5)
+    stderr_bytes = b"".join(stderr_chunks)
+    if status != 0 or stderr_bytes.strip():
+        raise _fail(argv, status, stderr_bytes)
+    return written
+
+
+def read_lines(path: Path):
+    """Iterate a raw sacct file as bytes lines."""
+    with open(path, "rb") as handle:
+        yield from handle

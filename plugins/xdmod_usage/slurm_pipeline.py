@@ -1,0 +1,135 @@
+"""Stage one UTC day of Slurm accounting: pull (or replay the archive), check, archive, commit.
+
+Runs without Airflow: the DAG task passes in how to pull and where to stage; the benchmark and
+tests call it directly.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from . import __version__
+from .slurm_format import SacctCounts, check_sacct_lines
+from .staging import DayStage, HashingWriter, SourceShrankError, StagingError, Store, gunzip_to, gzip_file
+from .window import UsageWindow
+
+RAW_NAME = "raw.sacct.gz"
+QUARANTINE_NAME = "quarantine.jsonl"
+
+
+class QuarantineLimitError(StagingError):
+    """Too large a share of the day's lines were quarantined (they were written and counted)."""
+
+
+@dataclass(frozen=True)
+class SlurmDay:
+    """What identifies the day being staged."""
+
+    resource: str
+    xdmod_resource: str
+    cluster: str
+    window: UsageWindow
+
+    @property
+    def staged_name(self) -> str:
+        return f"slurm-{self.xdmod_resource}-{self.window.day.isoformat()}.log"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    manifest: dict[str, Any]
+    manifest_url: str
+    counts: SacctCounts
+
+    def summary(self) -> dict[str, Any]:
+        """Small enough for XCom: what downstream tasks and the demo print need."""
+        return {
+            "manifest_url": self.manifest_url,
+            "version": self.manifest["version"],
+            "counts": self.manifest["counts"],
+            "files": {
+                name: {**entry, "url": self.manifest_url.rsplit("/", 1)[0] + "/" + entry["path"]}
+                for name, entry in self.manifest["files"].items()
+            },
+            "staged_name": self.manifest["staged_name"],
+        }
+
+
+def stage_slurm_day(
+    store: Store,
+    day: SlurmDay,
+    pull: Callable[[IO[bytes]], Any] | None,
+    source_info: dict[str, Any],
+    *,
+    allow_fewer_records: bool = False,
+    max_quarantine_share: float = 0.01,
+    spool_dir: str | None = None,
+) -> StageResult:
+    """Stage the day. ``pull`` writes raw sacct output to a stream; None replays the day's archive.
+
+    Refuses (SourceShrankError) to replace a day whose archive holds more raw lines than the new
+    pull, unless ``allow_fewer_records``: a source past its retention must not erase usage.
+    Raises QuarantineLimitError after committing when the quarantined share exceeds the limit.
+    """
+    stage = DayStage(store, day.resource, day.window.day.isoformat())
+    previous = stage.read_manifest()
+    with tempfile.TemporaryDirectory(prefix="xdmod-usage-", dir=spool_dir) as tmp:
+        spool = Path(tmp)
+        raw_path = spool / "raw.sacct"
+        with open(raw_path, "wb") as raw_out:
+            if pull is None:
+                if previous is None or RAW_NAME not in previous.get("files", {}):
+                    raise StagingError(f"no archive to replay at {stage.manifest_url}: run from the live source first")
+                with stage.open_entry(previous["files"][RAW_NAME]) as archived:
+                    gunzip_to(archived, raw_out)
+            else:
+                pull(raw_out)
+
+        staged = HashingWriter(spool / day.staged_name)
+        quarantine = HashingWriter(spool / QUARANTINE_NAME)
+        with open(raw_path, "rb") as raw_in:
+            counts = check_sacct_lines(raw_in, day.window, staged.write, quarantine.write)
+        files = [
+            staged.finish(day.staged_name),
+            quarantine.finish(QUARANTINE_NAME),
+            gzip_file(raw_path, spool / RAW_NAME, RAW_NAME),
+        ]
+
+        if previous is not None and not allow_fewer_records:
+            before = int(previous.get("counts", {}).get("read", 0))
+            if counts.read < before:
+                raise SourceShrankError(
+                    f"{day.resource} {day.window.day}: the source returned {counts.read} lines but the archive "
+                    f"at {stage.manifest_url} holds {before}; the source has probably expired data. Nothing "
+                    "was replaced. Replay from the archive (trigger with param source=archive), or, if the "
+                    "smaller pull is right, rerun with param allow_fewer_records=true."
+                )
+
+        manifest = {
+            "format": "xdmod-usage-staging/1",
+            "package_version": __version__,
+            "kind": "slurm",
+            "resource": day.resource,
+            "xdmod_resource": day.xdmod_resource,
+            "window": day.window.as_dict(),
+            "source": {**source_info, "replayed_from_archive": pull is None},
+            "counts": counts.as_dict(),
+            "staged_name": day.staged_name,
+            "xdmod_format": "slurm",
+        }
+        committed = stage.publish(files, manifest)
+
+    result = StageResult(committed, stage.manifest_url, counts)
+    share = counts.quarantined_total / counts.read if counts.read else 0.0
+    if share > max_quarantine_share:
+        raise QuarantineLimitError(
+            f"{counts.quarantined_total} of {counts.read} lines ({share:.2%}) were quarantined, above the "
+            f"limit of {max_quarantine_share:.2%}; reasons {dict(counts.quarantined)}. They are in "
+            f"{stage.url_of(committed['files'][QUARANTINE_NAME])}. Fix the source or raise "
+            "max_quarantine_share, then rerun."
+        )
+    return result

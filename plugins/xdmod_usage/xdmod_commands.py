@@ -1,0 +1,63 @@
+"""XDMoD's own commands as argv lists, built in one place.
+
+Why argv lists: values from config and data (resource codes, file names, timestamps) are never
+parsed by a shell. Why here: every runner (dry-run, Kubernetes pod, SSH) must run the same words,
+and the flags carry traps (``xdmod-ingestor`` with no task flag re-aggregates every realm from
+scratch; ``--aggregate`` takes its value only with ``=``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+SHREDDER = "xdmod-shredder"
+INGESTOR = "xdmod-ingestor"
+IMPORT_CSV = "xdmod-import-csv"
+
+Realm = Literal["job", "cloud", "storage"]
+CsvType = Literal["hierarchy", "group-to-hierarchy", "names", "cloud-project-to-pi"]
+_DB_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+@dataclass(frozen=True)
+class XdmodInput:
+    """A staged file the runner must place at ``name`` in the XDMoD side's input directory."""
+
+    name: str
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class XdmodCommand:
+    """One XDMoD command: its argv and the staged files it reads."""
+
+    step: str
+    argv: tuple[str, ...]
+    inputs: tuple[XdmodInput, ...] = field(default=())
+
+
+def shred_slurm(resource: str, input_dir: str, staged: XdmodInput) -> XdmodCommand:
+    return XdmodCommand(
+        "shred", (SHREDDER, "-r", resource, "-f", "slurm", "-i", f"{input_dir}/{staged.name}"), (staged,)
+    )
+
+
+def ingest() -> XdmodCommand:
+    """Ingest only: never the bare ``xdmod-ingestor``, which re-aggregates everything."""
+    return XdmodCommand("ingest", (INGESTOR, "--ingest"))
+
+
+def aggregate(realm: Realm, last_modified_start: str) -> XdmodCommand:
+    """Aggregate one realm for rows modified since a timestamp taken on XDMoD's DB server."""
+    if not _DB_TIMESTAMP.fullmatch(last_modified_start):
+        raise ValueError(f"last-modified timestamp must be 'YYYY-MM-DD HH:MM:SS', got {last_modified_start!r}")
+    return XdmodCommand(
+        "aggregate", (INGESTOR, f"--aggregate={realm}", "--last-modified-start-date", last_modified_start)
+    )
+
+
+def import_csv(csv_type: CsvType, input_dir: str, staged: XdmodInput) -> XdmodCommand:
+    return XdmodCommand("import-csv", (IMPORT_CSV, "-t", csv_type, "-i", f"{input_dir}/{staged.name}"), (staged,))
