@@ -203,6 +203,14 @@ class Store:
             return []
         return sorted(PurePosixPath(p).name for p in self.fs.ls(path, detail=False))
 
+    def remove_stale_temps(self, rel: str) -> None:
+        """Drop hidden temp files a killed writer left in a local directory (object stores leave none)."""
+        if self.local:
+            for name in self.list_names(rel):
+                if name.startswith(".") and name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"{self._abs(rel)}/{name}")
+
     def remove_tree(self, rel: str) -> None:
         path = self._abs(rel)
         if self.local:
@@ -254,4 +262,5 @@ class DayStage:
         for name in self.store.list_names(self.prefix):
             if name.startswith("v-") and name != version:
                 self.store.remove_tree(f"{self.prefix}/{name}")
+        self.store.remove_stale_temps(f"{self.prefix}/{version}")
         return body
