@@ -67,7 +67,7 @@ def test_rerun_is_byte_identical_and_replaces_atomically(tmp_path):
     assert set(manifest["files"]) == {"slurm-hpc1-2026-11-20.log", "quarantine.jsonl", "raw.sacct.gz"}
 
     # A changed source makes a new version; the old one disappears once the manifest points away.
-    stage_slurm_day(store, SLURM_DAY, puller(lines[:-1] + [lines[0]]), {"type": "test"}, max_quarantine_share=1.0)
+    stage_slurm_day(store, SLURM_DAY, puller([*lines[:-1], lines[0]]), {"type": "test"}, max_quarantine_share=1.0)
     versions = [p.name for p in day_dir(tmp_path).iterdir() if p.name.startswith("v-")]
     assert versions == [json.loads((day_dir(tmp_path) / MANIFEST).read_text())["version"]]
 
@@ -77,7 +77,7 @@ def test_refuses_a_smaller_pull_and_replays_the_archive(tmp_path):
     store = Store.from_path(tmp_path)
     full = stage_slurm_day(store, SLURM_DAY, puller(lines), {"type": "test"}, max_quarantine_share=1.0)
     before = (day_dir(tmp_path) / MANIFEST).read_bytes()
-    with pytest.raises(SourceShrankError, match="replay from the archive|Replay from the archive"):
+    with pytest.raises(SourceShrankError, match="Replay from the archive"):
         stage_slurm_day(store, SLURM_DAY, puller(lines[:500]), {"type": "test"}, max_quarantine_share=1.0)
     assert (day_dir(tmp_path) / MANIFEST).read_bytes() == before  # nothing replaced
 
