@@ -1,0 +1,204 @@
+"""Run the daily Slurm DAG end to end on local services: the demo (README command 1) and the e2e tests.
+
+Starts a real one-node Slurm with accounting (scripts/services/slurm.sh) on a fake clock so that a
+job runs across a UTC midnight, submits the mixed workload (scripts/slurm_workload.py), runs
+``airflow dags test`` on SQLite for the two UTC days it touched with the dry-run XDMoD runner,
+prints a summary, and stops what it started.
+
+    .venv/bin/python scripts/local_run.py [--keep-running]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# The workload starts 90 s before this fake midnight: short jobs end on DAY, one job spans into NEXT_DAY.
+DAY = dt.date(2026, 11, 20)
+NEXT_DAY = DAY + dt.timedelta(days=1)
+FAKE_NOW = f"{DAY.isoformat()}T23:58:30Z"
+CLUSTER = "democluster"
+DAG_ID = f"usage_slurm_{CLUSTER}"
+MARIADB_PASSWORD = "xdmod-test-pw"  # the throwaway local test instance of scripts/services/mariadb.sh
+
+
+@dataclass(frozen=True)
+class LocalSite:
+    """Paths and ports of one local environment (the demo's or the tests')."""
+
+    state_dir: Path
+    output_dir: Path
+    ports: dict[str, str]
+
+    @property
+    def service_env(self) -> dict[str, str]:
+        return {"XU_STATE_DIR": str(self.state_dir), **self.ports}
+
+    @property
+    def slurm_conf(self) -> str:
+        return str(self.state_dir / "slurm" / "etc" / "slurm.conf")
+
+    @property
+    def staging_root(self) -> Path:
+        return self.output_dir / "staging"
+
+    @property
+    def config_path(self) -> Path:
+        return self.output_dir / "site.yaml"
+
+    def write_config(self, **source_env: str) -> Path:
+        """The site config for the local cluster (JSON is YAML)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "staging": {"root": f"file://{self.staging_root}"},
+            "xdmod": {"runner": "dry_run", "pool": "xdmod", "db_conn_id": "xdmod_db"},
+            "tasks": {"retries": 1, "retry_delay": "1s", "max_retry_delay": "2s", "execution_timeout": "10m"},
+            "resources": [
+                {
+                    "name": CLUSTER,
+                    "kind": "slurm",
+                    "xdmod_resource": CLUSTER,
+                    "start_date": DAY.isoformat(),
+                    "settle_delay": "0s",
+                    "source": {"cluster": CLUSTER, "env": {"SLURM_CONF": self.slurm_conf, **source_env}},
+                }
+            ],
+        }
+        self.config_path.write_text(json.dumps(config, indent=2) + "\n")
+        return self.config_path
+
+    def airflow_env(self) -> dict[str, str]:
+        """Environment for the airflow CLI: SQLite home, this repo's dags/plugins, connections."""
+        port = self.ports.get("XU_MARIADB_PORT", "13306")
+        return {
+            **os.environ,
+            "AIRFLOW_HOME": str(self.state_dir / "airflow"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "PYTHONPATH": str(REPO / "plugins"),
+            "XDMOD_USAGE_CONFIG": str(self.config_path),
+            # Connections from the environment, as a deployment would from a secrets backend.
+            "AIRFLOW_CONN_XDMOD_DB": json.dumps(
+                {
+                    "conn_type": "mysql",
+                    "host": "127.0.0.1",
+                    "port": int(port),
+                    "login": "xdmod",
+                    "password": MARIADB_PASSWORD,
+                }  # fmt: skip
+            ),
+        }
+
+    def airflow(self, *args: str, log: Path | None = None, extra_env: dict[str, str] | None = None):
+        env = {**self.airflow_env(), **(extra_env or {})}
+        airflow_bin = str(Path(sys.executable).with_name("airflow"))
+        if log is None:
+            return subprocess.run([airflow_bin, *args], env=env, capture_output=True, text=True)
+        with open(log, "w") as out:
+            return subprocess.run([airflow_bin, *args], env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+    def prepare_airflow(self) -> None:
+        (self.state_dir / "airflow").mkdir(parents=True, exist_ok=True)
+        for args in (("db", "migrate"), ("pools", "set", "xdmod", "1", "XDMoD commands, one at a time",
+                                          "--include-deferred")):  # fmt: skip
+            proc = self.airflow(*args)
+            if proc.returncode:
+                raise SystemExit(f"airflow {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+
+    def run_day(self, day: dt.date, conf: dict | None = None, extra_env: dict[str, str] | None = None):
+        """``airflow dags test`` for one UTC day: logical date day+1 has the window [day, day+1)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        log = self.output_dir / f"airflow-dags-test-{day.isoformat()}.log"
+        args = ["dags", "test", DAG_ID, (day + dt.timedelta(days=1)).isoformat()]
+        if conf:
+            args += ["--conf", json.dumps(conf)]
+        proc = self.airflow(*args, log=log, extra_env=extra_env)
+        return proc.returncode, log
+
+    def manifest(self, day: dt.date) -> dict:
+        return json.loads((self.staging_root / CLUSTER / day.isoformat() / "manifest.json").read_text())
+
+    def staged_path(self, day: dt.date) -> Path:
+        manifest = self.manifest(day)
+        entry = manifest["files"][manifest["staged_name"]]
+        return self.staging_root / CLUSTER / day.isoformat() / entry["path"]
+
+
+def services(site: LocalSite, action: str) -> None:
+    env = {**os.environ, **site.service_env}
+    if action == "start":
+        env["XU_SLURM_FAKE_NOW"] = FAKE_NOW
+    subprocess.run([str(REPO / "scripts" / "services" / "slurm.sh"), action], env=env, check=True)
+
+
+def fresh_cluster_with_workload(site: LocalSite) -> dict:
+    """Stop any old instance, wipe its state, start anew and run the workload; returns its record."""
+    services(site, "stop")
+    subprocess.run(["rm", "-rf", str(site.state_dir)], check=True)
+    services(site, "start")
+    out = site.state_dir / "workload.json"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "slurm_workload.py"), "--state-dir", str(site.state_dir),
+                    "--out", str(out)], env={**os.environ, **site.service_env}, check=True)  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def print_summary(site: LocalSite, days: list[dt.date], logs: dict[dt.date, Path]) -> None:
+    print("\n=== Daily Slurm ETL: summary ===")
+    for day in days:
+        manifest = site.manifest(day)
+        counts = manifest["counts"]
+        print(f"\nUTC day {day}  (window {manifest['window']['start']} .. {manifest['window']['end']})")
+        print(f"  read {counts['read']}, staged {counts['staged']} (XDMoD rows {counts['xdmod_rows']}), "
+              f"outside window {counts['outside_window']}, skipped {counts['skipped']}, "
+              f"quarantined {counts['quarantined']}, het ids rewritten {counts['het_ids_rewritten']}")  # fmt: skip
+        print(f"  manifest: {site.staging_root / CLUSTER / day.isoformat() / 'manifest.json'}")
+        for name, entry in manifest["files"].items():
+            print(f"  {name:<34} {entry['bytes']:>7} B  sha256 {entry['sha256'][:16]}…")
+        print("  XDMoD commands (dry run):")
+        for line in logs[day].read_text().splitlines():
+            if "DRY RUN" in line:
+                print("    " + line.split("DRY RUN", 1)[1].split(" [xdmod_usage")[0].strip())
+        print(f"  staged rows ({site.staged_path(day)}):")
+        for row in site.staged_path(day).read_text().splitlines():
+            fields = row.split("|", 25)
+            print(f"    job {fields[0]:<6} {fields[16]:<18} {fields[8]:<6} start {fields[12]} end {fields[13]} "
+                  f"{fields[25]}")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep-running", action="store_true", help="leave Slurm and MariaDB running")
+    args = parser.parse_args()
+    started = time.monotonic()
+    site = LocalSite(REPO / ".services" / "demo", REPO / "demo-output", {})
+    try:
+        workload = fresh_cluster_with_workload(site)
+        print(f"workload: {len(workload['jobs'])} jobs submitted; fake midnight {workload['midnight_fake']}")
+        site.write_config()
+        site.prepare_airflow()
+        logs = {}
+        for day in (DAY, NEXT_DAY):
+            status, logs[day] = site.run_day(day)
+            if status != 0:
+                print(open(logs[day]).read()[-5000:])
+                print(f"airflow dags test failed for {day}; full log: {logs[day]}", file=sys.stderr)
+                return 1
+        print_summary(site, [DAY, NEXT_DAY], logs)
+    finally:
+        if not args.keep_running:
+            services(site, "stop")
+    print(f"\ndemo wall time: {time.monotonic() - started:.0f} s (logs and staging under {site.output_dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
