@@ -27,7 +27,9 @@ NEXT_DAY = DAY + dt.timedelta(days=1)
 FAKE_NOW = f"{DAY.isoformat()}T23:58:30Z"
 CLUSTER = "democluster"
 DAG_ID = f"usage_slurm_{CLUSTER}"
-MARIADB_PASSWORD = "xdmod-test-pw"  # the throwaway local test instance of scripts/services/mariadb.sh
+MARIADB_PASSWORD = os.environ.get(
+    "XU_MARIADB_PASSWORD", "xdmod-test-pw"
+)  # the throwaway local test instance of scripts/services/mariadb.sh
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class LocalSite:
                     "port": int(port),
                     "login": "xdmod",
                     "password": MARIADB_PASSWORD,
-                }  # fmt: skip
+                }
             ),
         }
 
@@ -189,7 +191,7 @@ def main() -> int:
         for day in (DAY, NEXT_DAY):
             status, logs[day] = site.run_day(day)
             if status != 0:
-                print(open(logs[day]).read()[-5000:])
+                print(logs[day].read_text()[-5000:])
                 print(f"airflow dags test failed for {day}; full log: {logs[day]}", file=sys.stderr)
                 return 1
         print_summary(site, [DAY, NEXT_DAY], logs)

@@ -75,7 +75,7 @@ def test_cancelled_by_uid_counts_as_cancelled():
 
 def test_pipes_and_non_ascii_in_job_name_pass_unchanged():
     line = recorded("naïve|résumé ✓".encode())
-    counts, staged, _ = check([line])
+    _counts, staged, _ = check([line])
     assert staged == [line]
     # XDMoD splits with a limit of 26: the pipe stays inside the job name.
     assert line.split(b"|", N_FIELDS - 1)[-1] == "naïve|résumé ✓".encode()
@@ -106,7 +106,7 @@ def test_lines_xdmod_skips_are_counted_not_staged(changes, reason):
     [("6_1", 1), ("12_[1,4-9]", 7), ("12_[2-5,17]", 5), ("12_[3]", 1), ("4294967295", 1), ("12_[9-7]", 3)],
 )
 def test_array_forms_xdmod_expands(jobid, rows):
-    counts, staged, _ = check([edit(COMPLETE, jobid=jobid)])
+    counts, _staged, _ = check([edit(COMPLETE, jobid=jobid)])
     assert counts.staged == 1 and counts.xdmod_rows == rows
     assert xdmod_rows_for_jobid(jobid.encode()) == rows
 
