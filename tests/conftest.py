@@ -85,3 +85,35 @@ def s3_endpoint(tmp_path_factory) -> str:
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+
+
+# Own ports, so a demo instance left running does not clash with the test instance.
+TEST_PORTS = {
+    "XU_MARIADB_PORT": "23306",
+    "XU_SLURMCTLD_PORT": "26817",
+    "XU_SLURMD_PORT": "26818",
+    "XU_SLURMDBD_PORT": "26819",
+}
+
+
+@pytest.fixture(scope="session")
+def slurm_site(tmp_path_factory, airflow_db):
+    """A fresh real Slurm (fake clock over a UTC midnight), the workload run on it, and Airflow ready.
+
+    Own state dir and ports, so a demo instance left running does not interfere. Stopped by PID at
+    the end of the session.
+    """
+    from scripts.local_run import LocalSite, fresh_cluster_with_workload, services
+
+    site = LocalSite(
+        STATE / "test",
+        tmp_path_factory.mktemp("slurm-e2e"),
+        TEST_PORTS,
+    )
+    try:
+        workload = fresh_cluster_with_workload(site)
+        site.write_config()
+        site.prepare_airflow()
+        yield site, workload
+    finally:
+        services(site, "stop")

@@ -117,3 +117,21 @@ def test_tasks_never_read_ds_or_logical_date():
         text = path.read_text()
         for word in ('["ds"]', '.get("ds")', "{{ ds", '["logical_date"]', '.get("logical_date")', "execution_date"):
             assert word not in text, f"{path.name} uses {word}"
+
+
+def test_every_library_module_imports():
+    import importlib
+    import pkgutil
+
+    import xdmod_usage
+
+    for module in pkgutil.iter_modules(xdmod_usage.__path__):
+        importlib.import_module(f"xdmod_usage.{module.name}")
+
+
+def test_core_library_runs_without_airflow():
+    code = (
+        "import sys, xdmod_usage.config, xdmod_usage.slurm_pipeline, xdmod_usage.sacct, xdmod_usage.runners, "
+        "xdmod_usage.xdmod_commands; assert not [m for m in sys.modules if m.split('.')[0] == 'airflow'], 'airflow'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")})

@@ -46,29 +46,41 @@ def _staging_store(site: SiteConfig, resource: Resource) -> Any:
 def _sacct_puller(
     resource: Resource, window: UsageWindow, timeout: float | None
 ) -> tuple[Callable[[IO[bytes]], Any], dict[str, Any]]:
-    from .sacct import run_sacct_local, run_sacct_ssh, sacct_argv, sacct_env
+    """A function that pulls the window from sacct (here or over SSH) into a stream, and its description."""
+    import io
+
+    from .sacct import cluster_check_argv, ensure_cluster_known, run_local, run_ssh, sacct_argv, sacct_env
 
     source = resource.slurm_source()
     argv = sacct_argv(source.cluster, window, source.sacct_path)
     env = sacct_env(source.env)
     info = {"type": "sacct", "cluster": source.cluster, "argv": argv, "ssh_conn_id": source.ssh_conn_id}
 
-    if source.ssh_conn_id is None:
-        return (lambda out: run_sacct_local(argv, env, out, timeout=timeout)), info
+    def checked(run: Callable[[list[str], IO[bytes]], int], out: IO[bytes]) -> int:
+        written = run(argv, out)
+        if written == 0:  # an empty day, or a cluster name slurmdbd does not know
+            listing = io.BytesIO()
+            run(cluster_check_argv(source.cluster, source.sacctmgr_path), listing)
+            ensure_cluster_known(source.cluster, listing.getvalue())
+        return written
 
-    def pull_over_ssh(out: IO[bytes]) -> int:
+    def pull(out: IO[bytes]) -> int:
+        if source.ssh_conn_id is None:
+            return checked(lambda words, stream: run_local(words, env, stream, timeout), out)
+
         from airflow.providers.ssh.hooks.ssh import SSHHook
 
         with SSHHook(ssh_conn_id=source.ssh_conn_id).get_conn() as client:
-            return run_sacct_ssh(client, argv, env, out, timeout=timeout)
+            return checked(lambda words, stream: run_ssh(client, words, env, stream, timeout), out)
 
-    return pull_over_ssh, info
+    return pull, info
 
 
 def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> dict[str, Any]:
     """Pull one window from sacct (or replay the archive), check it, and commit the day."""
+    from .sacct import UnknownClusterError
     from .slurm_pipeline import QuarantineLimitError, SlurmDay, stage_slurm_day
-    from .staging import SourceShrankError
+    from .staging import SourceShrankError, StagingError
 
     window = window_from_context(context)
     params = context.get("params") or {}
@@ -89,8 +101,12 @@ def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -
             max_quarantine_share=resource.max_quarantine_share if share is None else float(share),
             spool_dir=site.staging_for(resource).spool_dir,
         )
-    except (SourceShrankError, QuarantineLimitError) as exc:
+    except (SourceShrankError, QuarantineLimitError, UnknownClusterError) as exc:
         raise AirflowFailException(str(exc)) from None
+    except StagingError as exc:
+        if replay:  # no archive to replay: retrying will not make one
+            raise AirflowFailException(str(exc)) from None
+        raise
     summary = result.summary()
     log.info("staged %s: counts %s", summary["manifest_url"], summary["counts"])
     return summary

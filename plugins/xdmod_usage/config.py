@@ -138,6 +138,7 @@ class SlurmSource(_Strict):
     cluster: Name
     ssh_conn_id: ConnId | None = Field(default=None, description="SSH connection; unset = run sacct locally.")
     sacct_path: str = "sacct"
+    sacctmgr_path: str = "sacctmgr"
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment for sacct, e.g. SLURM_CONF. TZ is always UTC."
     )

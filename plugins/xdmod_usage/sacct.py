@@ -13,7 +13,6 @@ import shlex
 import subprocess
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import IO, Any
 
 from .slurm_format import SACCT_FIELDS
@@ -25,6 +24,10 @@ _STDERR_LIMIT = 64 * 1024
 
 class SacctError(RuntimeError):
     """sacct exited non-zero or wrote to stderr; the message carries sacct's own words."""
+
+
+class UnknownClusterError(SacctError):
+    """slurmdbd does not know the cluster: sacct would return an empty day with exit status 0."""
 
 
 def sacct_argv(cluster: str, window: UsageWindow, sacct_path: str = "sacct") -> list[str]:
@@ -53,13 +56,27 @@ def sacct_env(extra: Mapping[str, str]) -> dict[str, str]:
     return {**extra, **FIXED_ENV}
 
 
+def cluster_check_argv(cluster: str, sacctmgr_path: str = "sacctmgr") -> list[str]:
+    """Ask slurmdbd whether it knows the cluster (prints its name, or nothing)."""
+    return [sacctmgr_path, "--noheader", "--parsable2", "list", "cluster", cluster, "format=cluster"]
+
+
+def ensure_cluster_known(cluster: str, listing: bytes) -> None:
+    """Fail clearly when sacctmgr did not list the cluster: a misspelt name is not an empty day."""
+    if cluster.encode() not in listing.split():
+        raise UnknownClusterError(
+            f"sacct returned nothing and slurmdbd does not know cluster {cluster!r}: check source.cluster "
+            "(sacct --clusters prints nothing and exits 0 for an unknown cluster)"
+        )
+
+
 def _fail(argv: list[str], status: int, stderr: bytes) -> SacctError:
     text = stderr.decode("utf-8", "replace").strip() or "(no stderr)"
-    return SacctError(f"sacct failed (exit status {status}): {text} [command: {shlex.join(argv)}]")
+    return SacctError(f"{argv[0]} failed (exit status {status}): {text} [command: {shlex.join(argv)}]")
 
 
-def run_sacct_local(argv: list[str], env: Mapping[str, str], out: IO[bytes], timeout: float | None = None) -> int:
-    """Run sacct here, streaming stdout into ``out``; returns bytes written.
+def run_local(argv: list[str], env: Mapping[str, str], out: IO[bytes], timeout: float | None = None) -> int:
+    """Run a Slurm client here, streaming stdout into ``out``; returns bytes written.
 
     Like XDMoD's helper, any stderr output counts as failure: sacct reports some errors (an
     unreachable slurmdbd) on stderr with exit status 0.
@@ -68,7 +85,7 @@ def run_sacct_local(argv: list[str], env: Mapping[str, str], out: IO[bytes], tim
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
     except FileNotFoundError as exc:
-        raise SacctError(f"sacct not found: {exc.filename!r} (set source.sacct_path)") from None
+        raise SacctError(f"{argv[0]} not found: {exc.filename!r} (set source.sacct_path/sacctmgr_path)") from None
     stderr_chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read(_STDERR_LIMIT)), daemon=True)
     reader.start()
@@ -81,7 +98,7 @@ def run_sacct_local(argv: list[str], env: Mapping[str, str], out: IO[bytes], tim
         status = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise SacctError(f"sacct timed out after {timeout} s [command: {shlex.join(argv)}]") from None
+        raise SacctError(f"{argv[0]} timed out after {timeout} s [command: {shlex.join(argv)}]") from None
     reader.join(timeout=5)
     stderr = b"".join(stderr_chunks)
     if status != 0 or stderr.strip():
@@ -89,10 +106,8 @@ def run_sacct_local(argv: list[str], env: Mapping[str, str], out: IO[bytes], tim
     return written
 
 
-def run_sacct_ssh(
-    client: Any, argv: list[str], env: Mapping[str, str], out: IO[bytes], timeout: float | None = None
-) -> int:
-    """Run sacct on a login node through an open paramiko SSHClient, streaming stdout into ``out``.
+def run_ssh(client: Any, argv: list[str], env: Mapping[str, str], out: IO[bytes], timeout: float | None = None) -> int:
+    """Run a Slurm client on a login node through an open paramiko SSHClient, streaming stdout.
 
     The remote command is ``env K=V ... sacct ...`` with every word shell-quoted: nothing from
     config or data is ever interpreted by the remote shell.
@@ -114,9 +129,3 @@ def run_sacct_ssh(
     if status != 0 or stderr_bytes.strip():
         raise _fail(argv, status, stderr_bytes)
     return written
-
-
-def read_lines(path: Path):
-    """Iterate a raw sacct file as bytes lines."""
-    with open(path, "rb") as handle:
-        yield from handle
