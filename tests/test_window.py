@@ -36,3 +36,19 @@ def test_same_instant_in_another_zone_is_accepted_as_utc():
 def test_rejects_anything_else(start, end, match):
     with pytest.raises(WindowError, match=match):
         UsageWindow.from_interval(start, end)
+
+
+def test_a_manual_trigger_without_logical_date_fails_fast_with_the_fix():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from xdmod_usage.airflow_tasks import window_from_context
+
+    with pytest.raises(AirflowFailException, match="--logical-date"):
+        window_from_context({"data_interval_start": None, "data_interval_end": None})
+    window = window_from_context(
+        {
+            "data_interval_start": dt.datetime(2026, 11, 20, tzinfo=UTC),
+            "data_interval_end": dt.datetime(2026, 11, 21, tzinfo=UTC),
+        }
+    )
+    assert window.day == dt.date(2026, 11, 20)

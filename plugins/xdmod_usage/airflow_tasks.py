@@ -9,7 +9,9 @@ AirflowFailException so the task fails at once instead of burning retries.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -18,6 +20,7 @@ from .config import Resource, SiteConfig
 from .window import UsageWindow, WindowError
 
 log = logging.getLogger(__name__)
+SQL_DIR = Path(os.environ.get("XDMOD_USAGE_SQL_DIR", Path(__file__).resolve().parents[2] / "include" / "sql"))
 
 
 def window_from_context(context: dict[str, Any]) -> UsageWindow:
@@ -112,12 +115,17 @@ def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -
     return summary
 
 
+def sql_text(name: str) -> str:
+    """A query from include/sql/ (kept as files so DBAs can read and test them)."""
+    return (SQL_DIR / name).read_text(encoding="utf-8")
+
+
 def xdmod_db_timestamp(site: SiteConfig, resource: Resource) -> str:
     """NOW() on XDMoD's database server, taken before the shred (see xdmod-inputs)."""
     from airflow.providers.mysql.hooks.mysql import MySqlHook
 
     conn_id = site.xdmod_for(resource).db_conn_id
-    row = MySqlHook(mysql_conn_id=conn_id).get_first("SELECT DATE_FORMAT(NOW(), '%Y-%m-%d %H:%i:%s')")
+    row = MySqlHook(mysql_conn_id=conn_id).get_first(sql_text("xdmod_db_now.sql"))
     if not row or not row[0]:
         raise RuntimeError(f"SELECT NOW() on connection {conn_id!r} returned nothing")
     log.info("XDMoD database server time before shred: %s", row[0])
