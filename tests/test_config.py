@@ -40,6 +40,8 @@ def test_example_config_is_valid():
         (lambda d: d["resources"][0].update(colour="blue"), "resources[0].colour", "unknown key"),
         (lambda d: d["resources"][0]["source"].pop("cluster"), "resources[0].source.cluster", "Field required"),
         (lambda d: d["resources"][0]["source"].update(env={"TZ": "EST"}), "resources[0].source.env", "UTC"),
+        (lambda d: d["resources"][0]["source"].update(sacct_path="-x"), "resources[0].source.sacct_path", "'-'"),
+        (lambda d: d["resources"][0]["source"].update(sacctmgr_path="A=b"), "resources[0].source.sacctmgr_path", "="),
         (lambda d: d["resources"][0].update(settle_delay="soon"), "resources[0].settle_delay", "duration"),
         (lambda d: d["staging"].update(root="s3://key:secret@bucket/x"), "staging.root", "credentials"),
         (lambda d: d["staging"].update(root="ftp://host/x"), "staging.root", "file:// or s3://"),

@@ -143,6 +143,14 @@ class SlurmSource(_Strict):
         default_factory=dict, description="Extra environment for sacct, e.g. SLURM_CONF. TZ is always UTC."
     )
 
+    @field_validator("sacct_path", "sacctmgr_path")
+    @classmethod
+    def _plain_command(cls, value: str) -> str:
+        # Run as `env K=V <path> ...`: a leading '-' or an '=' would be read by env, not run.
+        if not value or value.startswith("-") or "=" in value:
+            raise ValueError("must be a command name or path, not starting with '-' and without '='")
+        return value
+
     @field_validator("env")
     @classmethod
     def _no_tz(cls, value: dict[str, str]) -> dict[str, str]:

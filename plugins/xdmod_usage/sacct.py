@@ -70,6 +70,27 @@ def ensure_cluster_known(cluster: str, listing: bytes) -> None:
         )
 
 
+class _StderrDrain:
+    """Read a stream to its end in a thread, keeping only the head: a chatty client never blocks on a full pipe."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._kept: list[bytes] = []
+        self._size = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for chunk in iter(lambda: self._stream.read(8192), b""):
+            if self._size < _STDERR_LIMIT:
+                self._kept.append(chunk)
+                self._size += len(chunk)
+
+    def text(self) -> bytes:
+        self._thread.join(timeout=5)
+        return b"".join(self._kept)[:_STDERR_LIMIT]
+
+
 def _fail(argv: list[str], status: int, stderr: bytes) -> SacctError:
     text = stderr.decode("utf-8", "replace").strip() or "(no stderr)"
     return SacctError(f"{argv[0]} failed (exit status {status}): {text} [command: {shlex.join(argv)}]")
@@ -86,9 +107,7 @@ def run_local(argv: list[str], env: Mapping[str, str], out: IO[bytes], timeout: 
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
     except FileNotFoundError as exc:
         raise SacctError(f"{argv[0]} not found: {exc.filename!r} (set source.sacct_path/sacctmgr_path)") from None
-    stderr_chunks: list[bytes] = []
-    reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read(_STDERR_LIMIT)), daemon=True)
-    reader.start()
+    drain = _StderrDrain(proc.stderr)
     written = 0
     assert proc.stdout is not None
     for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
@@ -99,8 +118,7 @@ def run_local(argv: list[str], env: Mapping[str, str], out: IO[bytes], timeout: 
     except subprocess.TimeoutExpired:
         proc.kill()
         raise SacctError(f"{argv[0]} timed out after {timeout} s [command: {shlex.join(argv)}]") from None
-    reader.join(timeout=5)
-    stderr = b"".join(stderr_chunks)
+    stderr = drain.text()
     if status != 0 or stderr.strip():
         raise _fail(argv, status, stderr)
     return written
@@ -116,16 +134,17 @@ def run_ssh(client: Any, argv: list[str], env: Mapping[str, str], out: IO[bytes]
     command = shlex.join(["env", *env_words, *argv])
     _stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
     stdout.channel.shutdown_write()
-    stderr_chunks: list[bytes] = []
-    reader = threading.Thread(target=lambda: stderr_chunks.append(stderr.read(_STDERR_LIMIT)), daemon=True)
-    reader.start()
+    drain = _StderrDrain(stderr)
     written = 0
-    for chunk in iter(lambda: stdout.read(1 << 20), b""):
-        out.write(chunk)
-        written += len(chunk)
+    try:
+        for chunk in iter(lambda: stdout.read(1 << 20), b""):
+            out.write(chunk)
+            written += len(chunk)
+    except TimeoutError:  # paramiko's channel timeout (socket.timeout)
+        stdout.channel.close()
+        raise SacctError(f"{argv[0]} over SSH gave no output for {timeout} s [command: {command}]") from None
     status = stdout.channel.recv_exit_status()
-    reader.join(timeout=5)
-    stderr_bytes = b"".join(stderr_chunks)
+    stderr_bytes = drain.text()
     if status != 0 or stderr_bytes.strip():
         raise _fail(argv, status, stderr_bytes)
     return written

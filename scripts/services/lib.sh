@@ -159,3 +159,20 @@ xu_sql_quote() {
     s=${s//\'/\\\'}
     printf '%s' "$s"
 }
+
+# Dispatch "start|stop|status" to the calling script's do_start/do_stop/do_status.
+xu_main() {
+    case "${1:-}" in
+        start) do_start ;;
+        stop) do_stop ;;
+        status)
+            local rc=0
+            do_status || rc=$?
+            exit "$rc"
+            ;;
+        *)
+            echo "usage: $0 start|stop|status" >&2
+            exit 2
+            ;;
+    esac
+}

@@ -140,16 +140,4 @@ do_status() {
     return 3
 }
 
-case "${1:-}" in
-    start) do_start ;;
-    stop) do_stop ;;
-    status)
-        rc=0
-        do_status || rc=$?
-        exit "$rc"
-        ;;
-    *)
-        echo "usage: $0 start|stop|status" >&2
-        exit 2
-        ;;
-esac
+xu_main "$@"

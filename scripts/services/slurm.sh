@@ -485,16 +485,4 @@ do_status() {
     return "$rc"
 }
 
-case "${1:-}" in
-    start) do_start ;;
-    stop) do_stop ;;
-    status)
-        rc=0
-        do_status || rc=$?
-        exit "$rc"
-        ;;
-    *)
-        echo "usage: $0 start|stop|status" >&2
-        exit 2
-        ;;
-esac
+xu_main "$@"
