@@ -135,11 +135,16 @@ def xdmod_db_timestamp(site: SiteConfig, resource: Resource) -> str:
 def run_xdmod(
     site: SiteConfig, resource: Resource, context: dict[str, Any], build: Callable[[str], Any]
 ) -> dict[str, Any]:
-    """Build one XDMoD command and hand it to the configured runner (dry run for now)."""
+    """Build one XDMoD command and hand it to the runner.
+
+    The ``dry_run`` Param forces the dry-run runner whatever the config says; in this release the
+    dry-run runner is also the only one the config accepts.
+    """
     from .runners import DryRunRunner
 
     xdmod = site.xdmod_for(resource)
     command = build(xdmod.input_dir)
-    runner = DryRunRunner(xdmod.input_dir)
-    result = runner.run(command)
+    requested = bool((context.get("params") or {}).get("dry_run"))
+    log.info("runner: dry run (%s)", "dry_run param" if requested else f"config xdmod.runner={xdmod.runner}")
+    result = DryRunRunner(xdmod.input_dir).run(command)
     return {"step": result.step, "argv": result.argv, "dry_run": result.dry_run, "exit_status": result.exit_status}
