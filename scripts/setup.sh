@@ -27,8 +27,9 @@ want="$(sha256sum "$REPO/requirements.txt" | cut -d' ' -f1)"
 if [[ ! -x "$REPO/.venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "setup: creating .venv with $("$PYTHON" --version) from requirements.txt"
   "$PYTHON" -m venv "$REPO/.venv"
-  "$REPO/.venv/bin/python" -m pip install -q --upgrade pip
-  "$REPO/.venv/bin/python" -m pip install -q -r "$REPO/requirements.txt"
+  # pip's notes about absent local index mirrors are noise; real errors still fail the step.
+  "$REPO/.venv/bin/python" -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
+  "$REPO/.venv/bin/python" -m pip install -q -r "$REPO/requirements.txt" 2>&1 | { grep -v "^WARNING: Location" || true; }
   echo "$want" >"$stamp"
 fi
 echo "setup: ready ($("$REPO/.venv/bin/python" -c 'import airflow; print("airflow", airflow.__version__)'))"
