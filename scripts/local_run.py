@@ -61,7 +61,18 @@ class LocalSite:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         config = {
             "staging": {"root": f"file://{self.staging_root}"},
-            "xdmod": {"runner": "dry_run", "pool": "xdmod", "db_conn_id": "xdmod_db"},
+            # The production shape: XDMoD in pods, file staging carried by a volume. No cluster runs
+            # here, so every run is triggered with dry_run=true and the runner shows the exact pods.
+            "xdmod": {
+                "runner": "kubernetes",
+                "pool": "xdmod",
+                "db_conn_id": "xdmod_db",
+                "kubernetes": {
+                    "namespace": "xdmod",
+                    "image": "registry.example.edu/xdmod/xdmod:11.0.2",
+                    "staging_claim": "xdmod-usage-staging",
+                },
+            },
             "tasks": {"retries": 1, "retry_delay": "1s", "max_retry_delay": "2s", "execution_timeout": "10m"},
             "resources": [
                 {
@@ -121,8 +132,7 @@ class LocalSite:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         log = self.output_dir / f"airflow-dags-test-{day.isoformat()}.log"
         args = ["dags", "test", DAG_ID, (day + dt.timedelta(days=1)).isoformat()]
-        if conf:
-            args += ["--conf", json.dumps(conf)]
+        args += ["--conf", json.dumps({"dry_run": True, **(conf or {})})]
         proc = self.airflow(*args, log=log, extra_env=extra_env)
         return proc.returncode, log
 
@@ -166,9 +176,16 @@ def print_summary(site: LocalSite, days: list[dt.date], logs: dict[dt.date, Path
         for name, entry in manifest["files"].items():
             print(f"  {name:<34} {entry['bytes']:>7} B  sha256 {entry['sha256'][:16]}…")
         print("  XDMoD commands (dry run):")
+        in_pod = False
         for line in logs[day].read_text().splitlines():
+            if in_pod and line[:2] != "20":  # the pod spec's YAML lines, until the next log record
+                print("      " + line)
+                continue
+            in_pod = False
             if "DRY RUN" in line:
-                print("    " + line.split("DRY RUN", 1)[1].split(" [xdmod_usage")[0].strip())
+                text = line.split("DRY RUN", 1)[1].split(" [xdmod_usage")[0].strip()
+                in_pod = text.startswith("pod spec")
+                print("    " + text)
         print(f"  staged rows ({site.staged_path(day)}):")
         for row in site.staged_path(day).read_text().splitlines():
             fields = row.split("|", 25)

@@ -107,6 +107,9 @@ def test_dry_run_logs_the_exact_xdmod_commands(two_days):
     assert "argv=['xdmod-ingestor', '--aggregate=job', '--last-modified-start-date', '20" in log
     assert log.index("xdmod-shredder") < log.index("'--ingest'") < log.index("--aggregate=job")
     assert "xdmod-test-pw" not in log  # the DB password never reaches a log
+    # The configured kubernetes runner is shown as the exact pod of each step (dry_run param).
+    assert log.count("DRY RUN pod spec:") == 3
+    assert "fetch-staged-files" in log and "namespace: xdmod" in log and "automountServiceAccountToken: false" in log
 
 
 def test_rerun_in_another_worker_time_zone_is_byte_identical(two_days):

@@ -137,14 +137,35 @@ def run_xdmod(
 ) -> dict[str, Any]:
     """Build one XDMoD command and hand it to the runner.
 
-    The ``dry_run`` Param forces the dry-run runner whatever the config says; in this release the
-    dry-run runner is also the only one the config accepts.
+    The ``dry_run`` Param forces the dry-run runner, which still shows the exact pod when the
+    kubernetes runner is configured.
     """
-    from .runners import DryRunRunner
+    from .runners import DryRunRunner, KubernetesRunner
 
     xdmod = site.xdmod_for(resource)
     command = build(xdmod.input_dir)
     requested = bool((context.get("params") or {}).get("dry_run"))
-    log.info("runner: dry run (%s)", "dry_run param" if requested else f"config xdmod.runner={xdmod.runner}")
-    result = DryRunRunner(xdmod.input_dir).run(command)
+    build_pod = None
+    if xdmod.kubernetes is not None:
+        from .kubernetes_runner import xdmod_pod_operator
+
+        task = context.get("task")
+
+        def build_pod(cmd: Any) -> Any:
+            return xdmod_pod_operator(
+                task_id=f"{task.task_id if task else cmd.step}_pod",
+                resource=resource.xdmod_resource,
+                command=cmd,
+                kube=xdmod.kubernetes,
+                input_dir=xdmod.input_dir,
+                staging_root=site.staging_for(resource).root,
+                execution_timeout=task.execution_timeout if task else None,
+            )
+
+    if requested or xdmod.runner == "dry_run":
+        log.info("runner: dry run (%s)", "dry_run param" if requested else "config xdmod.runner=dry_run")
+        runner: Any = DryRunRunner(xdmod.input_dir, build_pod)
+    else:
+        runner = KubernetesRunner(build_pod, context)
+    result = runner.run(command)
     return {"step": result.step, "argv": result.argv, "dry_run": result.dry_run, "exit_status": result.exit_status}

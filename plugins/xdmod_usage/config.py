@@ -101,10 +101,44 @@ class AlertRoute(_Strict):
         return self
 
 
-class XdmodConfig(_Strict):
-    """How XDMoD's own commands are run. Only the dry-run runner exists so far."""
+K8sName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")]
 
-    runner: Literal["dry_run"] = "dry_run"
+
+class PodResources(_Strict):
+    requests: dict[str, str] = Field(default_factory=lambda: {"cpu": "500m", "memory": "1Gi"})
+    limits: dict[str, str] = Field(default_factory=lambda: {"memory": "4Gi"})
+
+
+class KubernetesRunnerConfig(_Strict):
+    """XDMoD commands as pods (KubernetesPodOperator) in XDMoD's namespace."""
+
+    namespace: K8sName
+    image: str = Field(min_length=1, description="XDMoD image (pin a tag or digest).")
+    init_image: str = Field(
+        default="amazon/aws-cli:2.22.35", description="Image with sh, sha256sum and the aws CLI for the copy step."
+    )
+    service_account: K8sName = "xdmod-etl"
+    kubernetes_conn_id: ConnId | None = Field(default=None, description="Unset: in-cluster configuration.")
+    config_map: K8sName = Field(default="xdmod-etc", description="ConfigMap with /etc/xdmod.")
+    db_secret: K8sName = Field(default="xdmod-db", description="Secret holding portal_settings.ini (DB access).")
+    staging_secret: K8sName | None = Field(
+        default=None, description="Secret with AWS_* variables (and AWS_ENDPOINT_URL) for s3:// staging."
+    )
+    staging_claim: K8sName | None = Field(
+        default=None, description="PVC that carries file:// staging; required with file:// staging."
+    )
+    input_size_limit: str = "2Gi"
+    resources: PodResources = PodResources()
+    startup_timeout: Duration = dt.timedelta(minutes=5)
+    on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "keep_pod"] = "delete_succeeded_pod"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class XdmodConfig(_Strict):
+    """How XDMoD's own commands are run."""
+
+    runner: Literal["dry_run", "kubernetes"] = "dry_run"
+    kubernetes: KubernetesRunnerConfig | None = None
     pool: Name = "xdmod"
     db_conn_id: ConnId = Field(
         default="xdmod_db",
@@ -121,6 +155,12 @@ class XdmodConfig(_Strict):
         if not value.startswith("/"):
             raise ValueError("must be an absolute path")
         return value.rstrip("/") or "/"
+
+    @model_validator(mode="after")
+    def _runner_settings(self) -> XdmodConfig:
+        if self.runner == "kubernetes" and self.kubernetes is None:
+            raise ValueError("runner 'kubernetes' needs a 'kubernetes' section (namespace, image, ...)")
+        return self
 
 
 class TaskPolicy(_Strict):
@@ -218,6 +258,17 @@ class SiteConfig(_Strict):
                 raise ValueError(
                     f"resources[{index}].kind: {resource.kind!r} has no collector in this release "
                     f"(available: {', '.join(AVAILABLE_KINDS)})"
+                )
+            xdmod, staging = self.xdmod_for(resource), self.staging_for(resource)
+            if (
+                xdmod.kubernetes is not None
+                and staging.root.startswith("file://")
+                and xdmod.kubernetes.staging_claim is None
+            ):
+                # Pods run on other nodes: a worker's local disk is not theirs (no RWX volumes).
+                raise ValueError(
+                    f"resources[{index}]: file:// staging ({staging.root}) with the kubernetes runner needs "
+                    "xdmod.kubernetes.staging_claim (a volume carrying the staging root), or use s3:// staging"
                 )
             source_model = SlurmSource if resource.kind == "slurm" else GenericSource
             try:

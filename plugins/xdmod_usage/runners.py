@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .xdmod_commands import XdmodCommand
 
@@ -31,14 +32,35 @@ class XdmodRunner(Protocol):
 
 
 class DryRunRunner:
-    """Logs the command and its inputs; runs nothing."""
+    """Logs the command, its inputs and (with a pod factory) the exact pod; runs nothing."""
 
-    def __init__(self, input_dir: str) -> None:
+    def __init__(self, input_dir: str, build_pod: Callable[[XdmodCommand], Any] | None = None) -> None:
         self.input_dir = input_dir
+        self.build_pod = build_pod
 
     def run(self, command: XdmodCommand) -> RunResult:
         for item in command.inputs:
             log.info("DRY RUN would place %s (sha256 %s) at %s/%s", item.url, item.sha256, self.input_dir, item.name)
         log.info("DRY RUN would run argv=%s", list(command.argv))
         log.info("DRY RUN as a shell line: %s", shlex.join(command.argv))
+        if self.build_pod is not None:
+            import yaml
+
+            from .kubernetes_runner import pod_spec
+
+            spec = yaml.safe_dump(pod_spec(self.build_pod(command)), sort_keys=False, width=200)
+            log.info("DRY RUN pod spec:\n%s", spec)
         return RunResult(command.step, list(command.argv), True, None, "")
+
+
+class KubernetesRunner:
+    """Runs the command in a pod built by the one pod factory, inside the calling task."""
+
+    def __init__(self, build_pod: Callable[[XdmodCommand], Any], context: dict[str, Any]) -> None:
+        self.build_pod = build_pod
+        self.context = context
+
+    def run(self, command: XdmodCommand) -> RunResult:
+        operator = self.build_pod(command)
+        operator.execute(self.context)  # raises on a non-zero exit; logs were streamed
+        return RunResult(command.step, list(command.argv), False, 0, "")
