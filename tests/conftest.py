@@ -6,9 +6,12 @@ Services (Slurm, MariaDB, the S3 endpoint) are real processes started by the pro
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,58 @@ def slurm_site(tmp_path_factory, airflow_db):
         yield site, workload
     finally:
         services(site, "stop")
+
+
+@dataclass(frozen=True)
+class SshLogin:
+    """The running test sshd (scripts/services/sshd.sh), as described by its env.sh."""
+
+    port: int
+    user: str
+    key: str
+    host_key: str  # "ssh-ed25519 AAAA..."
+    log: Path
+
+    def airflow_env(self, conn_id: str) -> dict[str, str]:
+        conn = {
+            "conn_type": "ssh",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "login": self.user,
+            # host_key pins the server's key (the provider then verifies it); look_for_keys=false so
+            # only key_file is offered, never whatever sits in ~/.ssh.
+            "extra": {"key_file": self.key, "host_key": self.host_key, "look_for_keys": "false"},
+        }
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}
+
+    def logins(self) -> int:
+        return self.log.read_text().count(f"Accepted publickey for {self.user} ")
+
+
+def read_env_sh(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            (env[key],) = shlex.split(value)
+    return env
+
+
+@pytest.fixture(scope="session")
+def sshd_login():
+    """A private sshd on 127.0.0.1 letting the tests' key in as root; stopped by PID at the end."""
+    state = STATE / "sshd-test"
+    env = {"XU_STATE_DIR": str(state), "XU_SSHD_PORT": str(free_port())}
+    script = str(ROOT / "scripts" / "services" / "sshd.sh")
+    try:
+        run_script(script, "start", env=env, timeout=900)  # may apt-get install openssh-server
+        described = read_env_sh(state / "sshd" / "env.sh")
+        yield SshLogin(
+            port=int(described["XU_SSHD_PORT"]),
+            user=described["XU_SSHD_USER"],
+            key=described["XU_SSHD_KEY"],
+            host_key=" ".join(Path(described["XU_SSHD_HOST_KEY_PUB"]).read_text().split()[:2]),
+            log=state / "sshd" / "sshd.log",
+        )
+    finally:
+        run_script(script, "stop", env=env, timeout=120)

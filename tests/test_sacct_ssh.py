@@ -13,72 +13,19 @@ import datetime as dt
 import json
 import shlex
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from scripts.local_run import CLUSTER, DAY, LocalSite
 
-from conftest import ROOT, free_port, run_script
-
 pytestmark = pytest.mark.slurm
 
 CONN_ID = "slurm_login"
-SSHD = str(ROOT / "scripts" / "services" / "sshd.sh")
-
-
-@dataclass(frozen=True)
-class Login:
-    """The running test sshd, as described by its env.sh."""
-
-    port: int
-    user: str
-    key: str
-    host_key: str  # "ssh-ed25519 AAAA..."
-    log: Path
-
-    def airflow_env(self) -> dict[str, str]:
-        conn = {
-            "conn_type": "ssh",
-            "host": "127.0.0.1",
-            "port": self.port,
-            "login": self.user,
-            # host_key pins the server's key (the provider then verifies it); look_for_keys=false so
-            # only key_file is offered, never whatever sits in ~/.ssh.
-            "extra": {"key_file": self.key, "host_key": self.host_key, "look_for_keys": "false"},
-        }
-        return {f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(conn)}
-
-    def logins(self) -> int:
-        return self.log.read_text().count(f"Accepted publickey for {self.user} ")
-
-
-def read_env_sh(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line.removeprefix("export ").partition("=")
-            (env[key],) = shlex.split(value)
-    return env
 
 
 @pytest.fixture(scope="module")
-def sshd(slurm_site):
-    """sshd.sh in the Slurm site's state dir on a free port; stopped by PID at the end of the module."""
-    site, _ = slurm_site
-    env = {**site.service_env, "XU_SSHD_PORT": str(free_port())}
-    try:
-        run_script(SSHD, "start", env=env, timeout=900)  # may apt-get install openssh-server
-        described = read_env_sh(site.state_dir / "sshd" / "env.sh")
-        yield Login(
-            port=int(described["XU_SSHD_PORT"]),
-            user=described["XU_SSHD_USER"],
-            key=described["XU_SSHD_KEY"],
-            host_key=" ".join(Path(described["XU_SSHD_HOST_KEY_PUB"]).read_text().split()[:2]),
-            log=site.state_dir / "sshd" / "sshd.log",
-        )
-    finally:
-        run_script(SSHD, "stop", env=env, timeout=120)
+def sshd(sshd_login):
+    return sshd_login
 
 
 def ssh_site(site: LocalSite, output_dir: Path, sacct_path: str | None = None, **source_env: str) -> LocalSite:
@@ -112,7 +59,7 @@ def test_sacct_over_ssh_stages_the_same_bytes_as_local_sacct(slurm_site, sshd, t
 
     remote = ssh_site(site, tmp_path / "ssh")
     logins_before = sshd.logins()
-    status, log = remote.run_day(DAY, extra_env=sshd.airflow_env())
+    status, log = remote.run_day(DAY, extra_env=sshd.airflow_env(CONN_ID))
     assert status == 0, log.read_text()[-4000:]
     assert sshd.logins() == logins_before + 1  # one SSH session: the pull really went through sshd
 
@@ -132,7 +79,7 @@ def test_failing_sacct_over_ssh_fails_the_run_with_remote_sacct_message(slurm_si
     bad_conf.write_text(bad_conf.read_text().replace(f"AccountingStoragePort={site.ports['XU_SLURMDBD_PORT']}",
                                                      "AccountingStoragePort=9"))  # fmt: skip
     broken = ssh_site(site, tmp_path / "out", SLURM_CONF=str(bad_conf))
-    status, log = broken.run_day(DAY, extra_env=sshd.airflow_env())
+    status, log = broken.run_day(DAY, extra_env=sshd.airflow_env(CONN_ID))
     text = log.read_text()
     assert status != 0
     assert "sacct failed (exit status 1)" in text and "Problem talking to the database" in text
@@ -156,7 +103,7 @@ def test_shell_metacharacters_in_source_env_reach_the_remote_side_literally(slur
     wrapper.chmod(0o755)
 
     probed = ssh_site(site, tmp_path / "out", sacct_path=str(wrapper), XU_PROBE=probe)
-    status, log = probed.run_day(DAY, extra_env=sshd.airflow_env())
+    status, log = probed.run_day(DAY, extra_env=sshd.airflow_env(CONN_ID))
     assert status == 0, log.read_text()[-4000:]
     assert seen.read_text() == probe + "\n"  # the exact value, delivered through `env` on the remote side
     assert not list(tmp_path.glob("pwned*")), "the remote shell executed part of an env value"

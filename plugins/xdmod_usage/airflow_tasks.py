@@ -132,6 +132,30 @@ def xdmod_db_timestamp(site: SiteConfig, resource: Resource) -> str:
     return str(row[0])
 
 
+def _run_over_ssh(site: SiteConfig, resource: Resource, command: Any, context: dict[str, Any]) -> Any:
+    """SSH runner: inputs over SFTP (sha256 checked there), then the command; lock failures retry."""
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+    from airflow.sdk import ObjectStoragePath
+
+    from .ssh_runner import SshRunner, SshRunnerSettings, XdmodCommandError
+
+    xdmod, staging = site.xdmod_for(resource), site.staging_for(resource)
+    task = context.get("task")
+    timeout = task.execution_timeout.total_seconds() if task is not None and task.execution_timeout else None
+    settings = SshRunnerSettings(xdmod.input_dir, xdmod.ssh.command_dir)
+
+    def open_input(url: str) -> Any:
+        return ObjectStoragePath(url, conn_id=staging.conn_id).open("rb")
+
+    try:
+        with SSHHook(ssh_conn_id=xdmod.ssh.conn_id).get_conn() as client:
+            return SshRunner(client, settings, open_input, timeout).run(command)
+    except XdmodCommandError as exc:
+        if exc.retryable:
+            raise
+        raise AirflowFailException(str(exc)) from None
+
+
 def run_xdmod(
     site: SiteConfig, resource: Resource, context: dict[str, Any], build: Callable[[str], Any]
 ) -> dict[str, Any]:
@@ -164,8 +188,9 @@ def run_xdmod(
 
     if requested or xdmod.runner == "dry_run":
         log.info("runner: dry run (%s)", "dry_run param" if requested else "config xdmod.runner=dry_run")
-        runner: Any = DryRunRunner(xdmod.input_dir, build_pod)
+        result = DryRunRunner(xdmod.input_dir, build_pod).run(command)
+    elif xdmod.runner == "kubernetes":
+        result = KubernetesRunner(build_pod, context).run(command)
     else:
-        runner = KubernetesRunner(build_pod, context)
-    result = runner.run(command)
+        result = _run_over_ssh(site, resource, command, context)
     return {"step": result.step, "argv": result.argv, "dry_run": result.dry_run, "exit_status": result.exit_status}

@@ -134,11 +134,26 @@ class KubernetesRunnerConfig(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class SshRunnerConfig(_Strict):
+    """XDMoD commands on the XDMoD host over SSH (XDMoD installed on a VM)."""
+
+    conn_id: ConnId
+    command_dir: str | None = Field(default=None, description="Directory of XDMoD's commands; unset: remote PATH.")
+
+    @field_validator("command_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+
 class XdmodConfig(_Strict):
     """How XDMoD's own commands are run."""
 
-    runner: Literal["dry_run", "kubernetes"] = "dry_run"
+    runner: Literal["dry_run", "kubernetes", "ssh"] = "dry_run"
     kubernetes: KubernetesRunnerConfig | None = None
+    ssh: SshRunnerConfig | None = None
     pool: Name = "xdmod"
     db_conn_id: ConnId = Field(
         default="xdmod_db",
@@ -160,6 +175,8 @@ class XdmodConfig(_Strict):
     def _runner_settings(self) -> XdmodConfig:
         if self.runner == "kubernetes" and self.kubernetes is None:
             raise ValueError("runner 'kubernetes' needs a 'kubernetes' section (namespace, image, ...)")
+        if self.runner == "ssh" and self.ssh is None:
+            raise ValueError("runner 'ssh' needs an 'ssh' section (conn_id, command_dir)")
         return self
 
 

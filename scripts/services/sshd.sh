@@ -119,6 +119,8 @@ GatewayPorts no
 PrintMotd no
 PrintLastLog no
 Banner none
+# The SSH runner copies staged files over SFTP (in-process server: no extra binary to find).
+Subsystem sftp internal-sftp
 UseDNS no
 EOF
     chmod 0600 -- "$tmp"

@@ -1,0 +1,115 @@
+"""Run XDMoD commands on the XDMoD host over SSH (the most common install: XDMoD on a VM).
+
+Staged files are streamed over SFTP to a temporary name in the input directory, their sha256 is
+computed on the far side and compared with the manifest, and only then renamed into place, so
+XDMoD never reads a partial or corrupted file. Commands run as argv lists joined with shell
+quoting: nothing from config or data is interpreted by the remote shell.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import IO, Any
+
+from .runners import RunResult
+from .xdmod_commands import XdmodCommand
+
+log = logging.getLogger(__name__)
+
+# XDMoD's ETL lock fails at once instead of waiting; MySQL lock waits and deadlocks surface as
+# HY000 errors on slow storage. These clear by themselves: retry. Anything else (a file XDMoD
+# cannot parse, a missing resource) will fail the same way again: do not.
+LOCK_FAILURE = re.compile(r"Cannot obtain lock|Lock wait timeout exceeded|Deadlock found|SQLSTATE\[HY000\]", re.I)
+_TAIL_LINES = 40
+
+
+class XdmodCommandError(RuntimeError):
+    """An XDMoD command failed; ``retryable`` says whether a retry can help (lock contention)."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def classify_failure(argv: list[str], status: int, output: str) -> XdmodCommandError:
+    tail = "\n".join(output.strip().splitlines()[-_TAIL_LINES:])
+    retryable = bool(LOCK_FAILURE.search(output))
+    kind = "lock contention, will retry" if retryable else "not retried"
+    return XdmodCommandError(f"{argv[0]} exited {status} ({kind}): {shlex.join(argv)}\n{tail}", retryable)
+
+
+@dataclass(frozen=True)
+class SshRunnerSettings:
+    input_dir: str
+    command_dir: str | None = None  # absolute directory of XDMoD's commands; None = the remote PATH
+
+
+class SshRunner:
+    """Places a command's inputs on the XDMoD host, checks them, and runs the command there."""
+
+    def __init__(
+        self,
+        client: Any,
+        settings: SshRunnerSettings,
+        open_input: Callable[[str], AbstractContextManager[IO[bytes]]],
+        timeout: float | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.open_input = open_input  # url -> readable stream of the staged file
+        self.timeout = timeout
+
+    def _exec(self, argv: list[str]) -> tuple[int, str]:
+        """Run argv remotely; stdout and stderr merged, as XDMoD's logs interleave them."""
+        # get_pty=False and stderr merged into stdout on the channel before the command starts.
+        channel = self.client.get_transport().open_session(timeout=self.timeout)
+        channel.set_combine_stderr(True)
+        channel.settimeout(self.timeout)
+        channel.exec_command(shlex.join(argv))
+        channel.shutdown_write()
+        stdout = channel.makefile("rb")
+        output = stdout.read().decode("utf-8", "replace")
+        return channel.recv_exit_status(), output
+
+    def place_inputs(self, command: XdmodCommand) -> None:
+        directory = self.settings.input_dir
+        status, output = self._exec(["mkdir", "-p", "--", directory])
+        if status:
+            raise XdmodCommandError(f"cannot create {directory} on the XDMoD host: {output.strip()}", True)
+        with self.client.open_sftp() as sftp:
+            for item in command.inputs:
+                final = f"{directory}/{item.name}"
+                partial = f"{directory}/.{item.name}.part"  # hidden: XDMoD's shredder skips dot files
+                with self.open_input(item.url) as source, sftp.open(partial, "wb") as remote:
+                    remote.set_pipelined(True)
+                    for chunk in iter(lambda src=source: src.read(1 << 20), b""):
+                        remote.write(chunk)
+                status, output = self._exec(["sha256sum", "--", partial])
+                remote_sum = output.split()[0] if status == 0 and output else ""
+                if remote_sum != item.sha256:
+                    self._exec(["rm", "-f", "--", partial])
+                    raise XdmodCommandError(
+                        f"{item.name}: sha256 on the XDMoD host is {remote_sum or output.strip()!r}, "
+                        f"the manifest says {item.sha256}; the copy was removed",
+                        True,
+                    )
+                sftp.posix_rename(partial, final)
+                log.info("placed %s on the XDMoD host at %s (sha256 verified there)", item.url, final)
+
+    def run(self, command: XdmodCommand) -> RunResult:
+        self.place_inputs(command)
+        argv = list(command.argv)
+        if self.settings.command_dir:
+            argv[0] = f"{self.settings.command_dir.rstrip('/')}/{argv[0]}"
+        log.info("running on the XDMoD host: %s", shlex.join(argv))
+        status, output = self._exec(argv)
+        for line in output.splitlines():
+            log.info("xdmod> %s", line)
+        if status != 0:
+            raise classify_failure(argv, status, output)
+        return RunResult(command.step, argv, False, status, "\n".join(output.splitlines()[-_TAIL_LINES:]))
