@@ -90,7 +90,10 @@ class AlertRoute(_Strict):
 
     type: Literal["email", "slack", "webhook"]
     to: list[str] = Field(default_factory=list)
-    conn_id: ConnId | None = None
+    conn_id: ConnId | None = Field(
+        default=None, description="email: SMTP connection (smtp_default); slack/webhook: required"
+    )
+    sender: str | None = Field(default=None, description="email From: (default xdmod-usage@localhost)")
 
     @model_validator(mode="after")
     def _check_target(self) -> AlertRoute:
@@ -238,6 +241,10 @@ class Resource(_Strict):
         description="Wait this long after the window ends before pulling, for late records.",
     )
     max_active_runs: int = Field(default=2, ge=1, le=32)
+    lateness_deadline: Duration = Field(
+        default=dt.timedelta(hours=12),
+        description="Alert when a day's run is not done this long after it was queued (at midnight UTC).",
+    )
     max_quarantine_share: float = Field(default=0.01, ge=0.0, le=1.0)
     staging: StagingConfig | None = None
     xdmod: XdmodConfig | None = None

@@ -10,19 +10,34 @@ import datetime as dt
 from typing import Any
 
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_current_context, task
+from airflow.sdk import (
+    DAG,
+    AsyncCallback,
+    CronDataIntervalTimetable,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowSkipException
 
 from . import airflow_tasks
+from .alerts import UsageFailureNotifier, deadline_missed
 from .config import Resource, SiteConfig, load_site_config
 from .xdmod_commands import XdmodInput, aggregate, ingest, shred_slurm
 
 DAILY_UTC = "0 0 * * *"
 
 
+def _routes(site: SiteConfig, resource: Resource) -> list[dict[str, Any]]:
+    return [route.model_dump(exclude_none=True) for route in site.alerts_for(resource)]
+
+
 def _default_args(site: SiteConfig, resource: Resource) -> dict[str, Any]:
     policy = site.tasks_for(resource)
     return {
+        "on_failure_callback": UsageFailureNotifier(_routes(site, resource)),
         "owner": "xdmod-usage",
         "retries": policy.retries,
         "retry_delay": policy.retry_delay,
@@ -92,6 +107,18 @@ def build_slurm_dag(site: SiteConfig, resource: Resource) -> DAG:
         tags=["xdmod", "usage", resource.kind, f"resource:{resource.name}", *resource.tags],
         doc_md=_doc_md(site, resource),
         params=_params(resource),
+        deadline=DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=resource.lateness_deadline,
+            callback=AsyncCallback(
+                deadline_missed,
+                kwargs={
+                    "routes": _routes(site, resource),
+                    "dag_id": resource.dag_id,
+                    "deadline": str(resource.lateness_deadline),
+                },
+            ),
+        ),
         render_template_as_native_obj=False,
     ) as dag:
 

@@ -106,7 +106,7 @@ def run_local(argv: list[str], env: Mapping[str, str], out: IO[bytes], timeout: 
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env)
     except FileNotFoundError as exc:
-        raise SacctError(f"{argv[0]} not found: {exc.filename!r} (set source.sacct_path/sacctmgr_path)") from None
+        raise SacctError(f"command not found: {exc.filename!r} (set source.sacct_path/sacctmgr_path)") from None
     drain = _StderrDrain(proc.stderr)
     written = 0
     assert proc.stdout is not None

@@ -1,0 +1,139 @@
+"""Alerts delivered to real receivers on loopback: an SMTP server (aiosmtpd) and an HTTP server
+standing in for a Slack webhook and a generic webhook. No mocks: the provider hooks really send."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from scripts.local_run import DAY, LocalSite
+
+from conftest import free_port
+from xdmod_usage.alerts import Alert, deadline_missed, deliver
+
+WEBHOOK_TOKEN = "T000/B000/abc"
+
+
+class Receivers:
+    def __init__(self) -> None:
+        self.mails: list[email.message.Message] = []
+        self.posts: list[tuple[str, dict]] = []
+
+
+@pytest.fixture
+def receivers(monkeypatch):
+    from aiosmtpd.controller import Controller
+
+    got = Receivers()
+
+    class SmtpHandler:
+        async def handle_DATA(self, server, session, envelope):
+            got.mails.append(email.message_from_bytes(envelope.content))
+            return "250 OK"
+
+    class HttpHandler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.posts.append((self.path, json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    smtp = Controller(SmtpHandler(), hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    http = ThreadingHTTPServer(("127.0.0.1", 0), HttpHandler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    port = http.server_address[1]
+    connections = {
+        "AIRFLOW_CONN_ALERT_SMTP": {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port,
+                                    "extra": {"disable_tls": True, "disable_ssl": True, "retry_limit": 1}},
+        "AIRFLOW_CONN_ALERT_SLACK": {"conn_type": "slackwebhook", "host": f"127.0.0.1:{port}/services",
+                                     "schema": "http", "password": WEBHOOK_TOKEN},
+        "AIRFLOW_CONN_ALERT_HOOK": {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http"},
+        "AIRFLOW_CONN_ALERT_DEAD": {"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "schema": "http"},
+    }  # fmt: skip
+    got.env = {key: json.dumps(value) for key, value in connections.items()}
+    for key, value in got.env.items():
+        monkeypatch.setenv(key, value)
+    yield got
+    smtp.stop()
+    http.shutdown()
+
+
+ROUTES = [
+    {"type": "email", "to": ["ops@example.edu"], "conn_id": "alert_smtp", "sender": "etl@example.edu"},
+    {"type": "slack", "conn_id": "alert_slack"},
+    {"type": "webhook", "conn_id": "alert_hook"},
+]
+
+
+def test_a_failed_run_alerts_every_route_with_the_facts(receivers, tmp_path, airflow_db):
+    """A real `airflow dags test` whose stage task fails: the failure callback reaches all three."""
+    site = LocalSite(tmp_path / "state", tmp_path / "out", {})
+    site.write_config()
+    config = json.loads(site.config_path.read_text())
+    config["alerts"] = ROUTES
+    config["tasks"]["retries"] = 0
+    config["resources"][0]["source"]["sacct_path"] = "/nonexistent/bin/sacct"
+    site.config_path.write_text(json.dumps(config))
+    site.prepare_airflow()
+    status, _log = site.run_day(DAY, extra_env=receivers.env)
+    assert status != 0
+
+    (mail,) = receivers.mails
+    assert mail["To"] == "ops@example.edu" and mail["From"] == "etl@example.edu"
+    assert mail["Subject"] == "[xdmod-usage] usage_slurm_democluster.stage failed for 2026-11-20T00:00:00+00:00"
+    (slack,) = [body for path, body in receivers.posts if path == f"/services/{WEBHOOK_TOKEN}"]
+    (hook,) = [body for path, body in receivers.posts if path != f"/services/{WEBHOOK_TOKEN}"]
+    assert "usage_slurm_democluster.stage failed" in slack["text"]
+    assert hook["dag_id"] == "usage_slurm_democluster" and hook["task_id"] == "stage"
+    assert hook["window_start"] == "2026-11-20T00:00:00+00:00" and hook["window_end"] == "2026-11-21T00:00:00+00:00"
+    assert hook["try_number"] == 1
+    assert hook["log_url"].startswith("http") and "usage_slurm_democluster" in hook["log_url"]
+    assert hook["error"] == "command not found: '/nonexistent/bin/sacct' (set source.sacct_path/sacctmgr_path)"
+    body = mail.get_payload(decode=True) if not mail.is_multipart() else mail.get_payload()[0].get_payload(decode=True)
+    assert b"try_number: 1" in body and b"command not found: &#x27;/nonexistent/bin/sacct&#x27;" in body
+
+
+def test_one_broken_route_does_not_stop_the_others_and_no_route_only_logs(receivers, caplog):
+    alert = Alert("subject", "text", {"event": "task_failed", "dag_id": "d"})
+    delivered = deliver(
+        [{"type": "webhook", "conn_id": "alert_dead"}, {"type": "webhook", "conn_id": "alert_hook"}], alert
+    )
+    assert delivered == ["webhook"] and len(receivers.posts) == 1
+    assert "alert route webhook (alert_dead) failed" in caplog.text
+    assert deliver([], alert) == []
+    assert "no alert route configured" in caplog.text
+
+
+def test_lateness_callback_delivers(receivers):
+    class Run:
+        run_id = "scheduled__2026-11-21T00:00:00+00:00"
+        data_interval_start = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+        data_interval_end = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
+
+    asyncio.run(deadline_missed([ROUTES[2]], "usage_slurm_hpc1", "12:00:00", context={"dag_run": Run()}))
+    ((_, body),) = receivers.posts
+    assert body["event"] == "deadline_missed" and body["deadline"] == "12:00:00"
+    assert body["window_start"] == "2026-11-20T00:00:00+00:00" and body["run_id"] == Run.run_id
+
+
+def test_every_task_alerts_and_every_dag_has_a_lateness_deadline():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parent.parent / "dags"))
+    for dag in bag.dags.values():
+        assert dag.deadline and dag.deadline[0].interval == dt.timedelta(hours=12)
+        for task in dag.tasks:
+            (callback,) = task.on_failure_callback
+            assert type(callback).__name__ == "UsageFailureNotifier"
+            assert callback.routes == [{"type": "email", "to": ["hpc-accounting@example.edu"]}]
