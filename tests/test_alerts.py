@@ -131,7 +131,13 @@ def test_every_task_alerts_and_every_dag_has_a_lateness_deadline():
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(Path(__file__).resolve().parent.parent / "dags"))
+    assert {dag.dag_id for dag in bag.dags.values()} == {"usage_slurm_hpc1", "xdmod_usage_freshness"}
     for dag in bag.dags.values():
+        for task in dag.tasks:
+            (callback,) = task.on_failure_callback
+            assert type(callback).__name__ == "UsageFailureNotifier"
+            assert callback.routes == [{"type": "email", "to": ["hpc-accounting@example.edu"]}]
+    for dag in [bag.dags["usage_slurm_hpc1"]]:
         assert dag.deadline and dag.deadline[0].interval == dt.timedelta(hours=12)
         for task in dag.tasks:
             (callback,) = task.on_failure_callback

@@ -66,8 +66,12 @@ def test_invalid_config_is_an_import_error_naming_file_key_and_reason(tmp_path):
     assert "resources[0].source.clustr: unknown key" in message
 
 
-def test_one_dag_per_resource(dagbag):
-    assert set(dagbag.dag_ids) == {"usage_slurm_hpc1"}
+def usage_dags(dagbag):
+    return [dag for dag in dagbag.dags.values() if dag.dag_id.startswith("usage_")]
+
+
+def test_one_dag_per_resource_plus_the_freshness_watch(dagbag):
+    assert set(dagbag.dag_ids) == {"usage_slurm_hpc1", "xdmod_usage_freshness"}
 
 
 def test_every_task_has_retries_backoff_and_timeout(dagbag):
@@ -80,7 +84,7 @@ def test_every_task_has_retries_backoff_and_timeout(dagbag):
 
 
 def test_xdmod_tasks_use_the_xdmod_pool_and_nothing_else_does(dagbag):
-    for dag in dagbag.dags.values():
+    for dag in usage_dags(dagbag):
         pools = {task.task_id: task.pool for task in dag.tasks}
         assert {t for t, pool in pools.items() if pool == "xdmod"} == XDMOD_TASKS
 
@@ -88,7 +92,7 @@ def test_xdmod_tasks_use_the_xdmod_pool_and_nothing_else_does(dagbag):
 def test_schedule_is_one_utc_day_midnight_to_midnight_with_catchup(dagbag):
     from airflow.sdk import CronDataIntervalTimetable
 
-    for dag in dagbag.dags.values():
+    for dag in usage_dags(dagbag):
         assert isinstance(dag.timetable, CronDataIntervalTimetable)
         assert dag.catchup is True
         assert dag.start_date == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)

@@ -194,3 +194,19 @@ def run_xdmod(
     else:
         result = _run_over_ssh(site, resource, command, context)
     return {"step": result.step, "argv": result.argv, "dry_run": result.dry_run, "exit_status": result.exit_status}
+
+
+def check_freshness(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
+    """Fail (and so alert) when any resource's recent days are missing or incomplete in staging."""
+    import datetime as dt
+
+    from .freshness import find_gaps, report, summary_line
+
+    now = dt.datetime.now(dt.UTC)
+    gaps = find_gaps(site, lambda resource: _staging_store(site, resource), now, site.freshness.days,
+                     site.freshness.grace)  # fmt: skip
+    text = report(gaps, site.freshness.days)
+    log.info("%s", text)
+    if gaps:
+        raise AirflowFailException(f"{text}\n{summary_line(gaps)}")
+    return {"checked_days": site.freshness.days, "resources": len(site.resources), "gaps": 0}

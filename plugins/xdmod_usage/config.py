@@ -260,10 +260,21 @@ class Resource(_Strict):
         return SlurmSource.model_validate(self.source)
 
 
+class FreshnessConfig(_Strict):
+    """The freshness watch: every resource must have its recent days staged."""
+
+    days: int = Field(default=7, ge=1, le=400)
+    grace: Duration = Field(
+        default=dt.timedelta(hours=6), description="Time after window end + settle delay before a day is due."
+    )
+    schedule: str = Field(default="0 */6 * * *", description="Cron (UTC) of the xdmod_usage_freshness DAG.")
+
+
 class SiteConfig(_Strict):
     """The whole file: site-wide defaults plus the list of resources."""
 
     staging: StagingConfig = StagingConfig()
+    freshness: FreshnessConfig = FreshnessConfig()
     xdmod: XdmodConfig = XdmodConfig()
     tasks: TaskPolicy = TaskPolicy()
     alerts: list[AlertRoute] = Field(default_factory=list)

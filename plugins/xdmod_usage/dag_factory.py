@@ -14,6 +14,7 @@ from airflow.sdk import (
     DAG,
     AsyncCallback,
     CronDataIntervalTimetable,
+    CronTriggerTimetable,
     DeadlineAlert,
     DeadlineReference,
     Param,
@@ -166,8 +167,47 @@ def build_slurm_dag(site: SiteConfig, resource: Resource) -> DAG:
     return dag
 
 
+FRESHNESS_DAG_ID = "xdmod_usage_freshness"
+
+
+def build_freshness_dag(site: SiteConfig) -> DAG:
+    """Checks the staging store for missing days: runs that never happened fire no callback."""
+    routes = [route.model_dump(exclude_none=True) for route in site.alerts]
+    policy = site.tasks
+    with DAG(
+        dag_id=FRESHNESS_DAG_ID,
+        description="Alert when any resource's recent UTC days are missing or incomplete in staging",
+        schedule=CronTriggerTimetable(site.freshness.schedule, timezone="UTC"),
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,  # only the present state matters
+        max_active_runs=1,
+        tags=["xdmod", "usage", "monitoring"],
+        doc_md=f"Checks the last {site.freshness.days} days of every resource's staging (manifest present, "
+        "files present with their sizes). A failure lists each gap; rerun or backfill those days. "
+        "The same check runs outside Airflow: `python -m xdmod_usage.freshness --config FILE`.",
+        default_args={
+            "owner": "xdmod-usage",
+            "on_failure_callback": UsageFailureNotifier(routes),
+            "retries": 1,
+            "retry_delay": policy.retry_delay,
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": policy.max_retry_delay,
+            "execution_timeout": dt.timedelta(minutes=30),
+        },
+    ) as dag:
+
+        @task(task_id="check_staged_days")
+        def check_staged_days() -> dict[str, Any]:
+            return airflow_tasks.check_freshness(site, get_current_context())
+
+        check_staged_days()
+    return dag
+
+
 def build_usage_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
     """Every per-resource DAG of the site config, keyed by dag_id (for a DAG file's globals)."""
     site = site or load_site_config()
     builders = {"slurm": build_slurm_dag}  # config.AVAILABLE_KINDS names the same kinds
-    return {resource.dag_id: builders[resource.kind](site, resource) for resource in site.resources}
+    dags = {resource.dag_id: builders[resource.kind](site, resource) for resource in site.resources}
+    dags[FRESHNESS_DAG_ID] = build_freshness_dag(site)
+    return dags

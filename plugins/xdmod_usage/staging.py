@@ -129,6 +129,9 @@ class Store:
     def exists(self, rel: str) -> bool:
         return os.path.exists(self._abs(rel)) if self.local else self.fs.exists(self._abs(rel))
 
+    def size(self, rel: str) -> int:
+        return os.path.getsize(self._abs(rel)) if self.local else int(self.fs.size(self._abs(rel)))
+
     def read_bytes(self, rel: str) -> bytes:
         with self.open_read(rel) as handle:
             return handle.read()
