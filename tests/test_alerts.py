@@ -131,7 +131,11 @@ def test_every_task_alerts_and_every_dag_has_a_lateness_deadline():
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(Path(__file__).resolve().parent.parent / "dags"))
-    assert {dag.dag_id for dag in bag.dags.values()} == {"usage_slurm_hpc1", "xdmod_usage_freshness"}
+    assert {dag.dag_id for dag in bag.dags.values()} == {
+        "usage_slurm_hpc1",
+        "xdmod_usage_freshness",
+        "xdmod_usage_preflight",
+    }
     for dag in bag.dags.values():
         for task in dag.tasks:
             (callback,) = task.on_failure_callback

@@ -71,7 +71,7 @@ def usage_dags(dagbag):
 
 
 def test_one_dag_per_resource_plus_the_freshness_watch(dagbag):
-    assert set(dagbag.dag_ids) == {"usage_slurm_hpc1", "xdmod_usage_freshness"}
+    assert set(dagbag.dag_ids) == {"usage_slurm_hpc1", "xdmod_usage_freshness", "xdmod_usage_preflight"}
 
 
 def test_every_task_has_retries_backoff_and_timeout(dagbag):

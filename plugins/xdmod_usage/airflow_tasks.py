@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,35 +47,43 @@ def _staging_store(site: SiteConfig, resource: Resource) -> Any:
     return Store.from_path(ObjectStoragePath(staging.root, conn_id=staging.conn_id))
 
 
+@contextmanager
+def slurm_runner(resource: Resource, timeout: float | None = None) -> Iterator[Callable[[list[str], IO[bytes]], int]]:
+    """A function running a Slurm client (argv, stdout stream) where the source says: here or over SSH."""
+    from .sacct import run_local, run_ssh, sacct_env
+
+    source = resource.slurm_source()
+    env = sacct_env(source.env)
+    if source.ssh_conn_id is None:
+        yield lambda words, stream: run_local(words, env, stream, timeout)
+        return
+
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+
+    with SSHHook(ssh_conn_id=source.ssh_conn_id).get_conn() as client:
+        yield lambda words, stream: run_ssh(client, words, env, stream, timeout)
+
+
 def _sacct_puller(
     resource: Resource, window: UsageWindow, timeout: float | None
 ) -> tuple[Callable[[IO[bytes]], Any], dict[str, Any]]:
-    """A function that pulls the window from sacct (here or over SSH) into a stream, and its description."""
+    """A function that pulls the window from sacct into a stream, and its description for the manifest."""
     import io
 
-    from .sacct import cluster_check_argv, ensure_cluster_known, run_local, run_ssh, sacct_argv, sacct_env
+    from .sacct import cluster_check_argv, ensure_cluster_known, sacct_argv
 
     source = resource.slurm_source()
     argv = sacct_argv(source.cluster, window, source.sacct_path)
-    env = sacct_env(source.env)
     info = {"type": "sacct", "cluster": source.cluster, "argv": argv, "ssh_conn_id": source.ssh_conn_id}
 
-    def checked(run: Callable[[list[str], IO[bytes]], int], out: IO[bytes]) -> int:
-        written = run(argv, out)
-        if written == 0:  # an empty day, or a cluster name slurmdbd does not know
-            listing = io.BytesIO()
-            run(cluster_check_argv(source.cluster, source.sacctmgr_path), listing)
-            ensure_cluster_known(source.cluster, listing.getvalue())
-        return written
-
     def pull(out: IO[bytes]) -> int:
-        if source.ssh_conn_id is None:
-            return checked(lambda words, stream: run_local(words, env, stream, timeout), out)
-
-        from airflow.providers.ssh.hooks.ssh import SSHHook
-
-        with SSHHook(ssh_conn_id=source.ssh_conn_id).get_conn() as client:
-            return checked(lambda words, stream: run_ssh(client, words, env, stream, timeout), out)
+        with slurm_runner(resource, timeout) as run:
+            written = run(argv, out)
+            if written == 0:  # an empty day, or a cluster name slurmdbd does not know
+                listing = io.BytesIO()
+                run(cluster_check_argv(source.cluster, source.sacctmgr_path), listing)
+                ensure_cluster_known(source.cluster, listing.getvalue())
+        return written
 
     return pull, info
 
@@ -210,3 +219,16 @@ def check_freshness(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]
     if gaps:
         raise AirflowFailException(f"{text}\n{summary_line(gaps)}")
     return {"checked_days": site.freshness.days, "resources": len(site.resources), "gaps": 0}
+
+
+def preflight(site: SiteConfig) -> list[dict[str, Any]]:
+    """The preflight checks from a worker (the pool is checked by the command, beside the metadata DB)."""
+    from dataclasses import asdict
+
+    from .preflight import render, run_checks, summary_line
+
+    checks = run_checks(site, with_pool=False)
+    log.info("preflight:\n%s", render(checks))
+    if any(check.ok is False for check in checks):
+        raise AirflowFailException(f"{render(checks)}\n{summary_line(checks)}")
+    return [asdict(check) for check in checks]

@@ -142,6 +142,7 @@ class SshRunnerConfig(_Strict):
 
     conn_id: ConnId
     command_dir: str | None = Field(default=None, description="Directory of XDMoD's commands; unset: remote PATH.")
+    resources_json: str = Field(default="/etc/xdmod/resources.json", description="Read by the preflight check.")
 
     @field_validator("command_dir")
     @classmethod

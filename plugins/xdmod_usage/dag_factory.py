@@ -204,10 +204,44 @@ def build_freshness_dag(site: SiteConfig) -> DAG:
     return dag
 
 
+PREFLIGHT_DAG_ID = "xdmod_usage_preflight"
+
+
+def build_preflight_dag(site: SiteConfig) -> DAG:
+    """Manual checks before go-live: connections, staging, sources, XDMoD's DB settings and resources."""
+    with DAG(
+        dag_id=PREFLIGHT_DAG_ID,
+        description="Check the site's setup before go-live (trigger by hand)",
+        schedule=None,
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        tags=["xdmod", "usage", "setup"],
+        doc_md="Trigger by hand after any change of connections or config. Each failed check says what is "
+        "wrong. The pool is checked by `python -m xdmod_usage.preflight` (it needs the metadata database).",
+        default_args={
+            "owner": "xdmod-usage",
+            "on_failure_callback": UsageFailureNotifier([r.model_dump(exclude_none=True) for r in site.alerts]),
+            "retries": 1,  # once, for a passing network blip; a preflight reports rather than waits
+            "retry_delay": dt.timedelta(seconds=30),
+            "retry_exponential_backoff": 2.0,
+            "max_retry_delay": site.tasks.max_retry_delay,
+            "execution_timeout": dt.timedelta(minutes=15),
+        },
+    ) as dag:
+
+        @task(task_id="check_setup")
+        def check_setup() -> list[dict[str, Any]]:
+            return airflow_tasks.preflight(site)
+
+        check_setup()
+    return dag
+
+
 def build_usage_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
     """Every per-resource DAG of the site config, keyed by dag_id (for a DAG file's globals)."""
     site = site or load_site_config()
     builders = {"slurm": build_slurm_dag}  # config.AVAILABLE_KINDS names the same kinds
     dags = {resource.dag_id: builders[resource.kind](site, resource) for resource in site.resources}
     dags[FRESHNESS_DAG_ID] = build_freshness_dag(site)
+    dags[PREFLIGHT_DAG_ID] = build_preflight_dag(site)
     return dags

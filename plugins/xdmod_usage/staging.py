@@ -215,11 +215,14 @@ class Store:
                         os.unlink(f"{self._abs(rel)}/{name}")
 
     def remove_tree(self, rel: str) -> None:
+        """Remove a file or a directory tree."""
         path = self._abs(rel)
-        if self.local:
-            shutil.rmtree(path, ignore_errors=True)
-        else:
+        if not self.local:
             self.fs.rm(path, recursive=True)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
 
 
 class DayStage:

@@ -1,0 +1,193 @@
+"""Preflight: check a site's setup before go-live and say exactly what is wrong.
+
+Each check returns a line an operator can act on. Runs as a command (which can also inspect the
+Airflow pool, since it runs beside the metadata database) and as the manual DAG
+``xdmod_usage_preflight`` (task code has no metadata-database access in Airflow 3, so the pool is
+checked by the command only):
+
+    python -m xdmod_usage.preflight [--config site.yaml]     # exit 1 if any check fails
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Resource, SiteConfig, load_site_config
+
+MIN_MAX_ALLOWED_PACKET = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool | None  # None: could not be checked from here (says why)
+    detail: str
+
+
+def _guard(name: str, run: Callable[[], Check | list[Check]]) -> list[Check]:
+    """A check that raises is reported as failed with its error, never as a crash of the preflight."""
+    try:
+        result = run()
+    except Exception as exc:  # the message is the finding
+        return [Check(name, False, f"{type(exc).__name__}: {exc}".strip().splitlines()[0])]
+    return result if isinstance(result, list) else [result]
+
+
+def judge_db_settings(sql_mode: str, max_allowed_packet: int) -> list[Check]:
+    """XDMoD needs sql_mode='' (its ETL relies on non-strict inserts) and max_allowed_packet >= 16M."""
+    modes = [mode for mode in sql_mode.split(",") if mode]
+    return [
+        Check("xdmod db sql_mode", not modes, "''" if not modes else f"is {sql_mode!r}; XDMoD requires ''"),
+        Check(
+            "xdmod db max_allowed_packet",
+            max_allowed_packet >= MIN_MAX_ALLOWED_PACKET,
+            f"{max_allowed_packet} bytes"
+            + ("" if max_allowed_packet >= MIN_MAX_ALLOWED_PACKET else "; XDMoD needs >= 16M"),
+        ),
+    ]
+
+
+def check_xdmod_db(conn_id: str) -> list[Check]:
+    from airflow.providers.mysql.hooks.mysql import MySqlHook
+
+    row = MySqlHook(mysql_conn_id=conn_id).get_first("SELECT @@GLOBAL.sql_mode, @@GLOBAL.max_allowed_packet")
+    return [Check(f"connection {conn_id}", True, "reachable and authorised"), *judge_db_settings(row[0], int(row[1]))]
+
+
+def check_staging(store: Any, label: str) -> Check:
+    """Write, read back and delete a probe object: the worker can stage there."""
+    rel = f".preflight-{uuid.uuid4().hex}"
+    payload = b"xdmod-usage preflight\n"
+    store.put_bytes(rel, payload)
+    try:
+        if store.read_bytes(rel) != payload:
+            return Check(f"staging {label}", False, "read back different bytes")
+    finally:
+        store.remove_tree(rel)
+    return Check(f"staging {label}", True, "writable and readable")
+
+
+def check_slurm_source(resource: Resource, run: Callable[[list[str], io.BytesIO], int]) -> Check:
+    """The cluster answers sacctmgr through the configured transport and knows the cluster name."""
+    from .sacct import cluster_check_argv, ensure_cluster_known
+
+    source = resource.slurm_source()
+    listing = io.BytesIO()
+    run(cluster_check_argv(source.cluster, source.sacctmgr_path), listing)
+    ensure_cluster_known(source.cluster, listing.getvalue())
+    where = f"over SSH ({source.ssh_conn_id})" if source.ssh_conn_id else "locally"
+    return Check(f"{resource.name} source", True, f"slurmdbd knows cluster {source.cluster!r} ({where})")
+
+
+def judge_resources_json(text: str, codes: dict[str, str]) -> list[Check]:
+    """Each resource's XDMoD code must be in XDMoD's resources.json ("No config found" otherwise)."""
+    known = {entry.get("resource") for entry in json.loads(text)}
+    return [
+        Check(
+            f"{name} xdmod resource",
+            code in known,
+            f"{code!r} is in resources.json"
+            if code in known
+            else f"{code!r} is not in resources.json "
+            f"(XDMoD would fail with \"No config found for '{code}'\"); known: {', '.join(sorted(map(str, known)))}",
+        )
+        for name, code in codes.items()
+    ]
+
+
+def judge_pool(pool: dict[str, Any] | None, name: str) -> Check:
+    if pool is None:
+        return Check(f"pool {name}", False, f"missing: airflow pools set {name} 1 'XDMoD commands' --include-deferred")
+    slots, deferred = int(pool.get("slots", 0)), str(pool.get("include_deferred")).lower() == "true"
+    problems = ([] if slots == 1 else [f"has {slots} slots, needs 1"]) + (
+        [] if deferred else ["does not count deferred tasks (--include-deferred)"]
+    )
+    return Check(f"pool {name}", not problems, "; ".join(problems) or "1 slot, counts deferred tasks")
+
+
+def read_pool(name: str) -> dict[str, Any] | None:
+    """The pool as the airflow CLI reports it (the command runs beside the metadata database)."""
+    argv = [sys.executable, "-m", "airflow", "pools", "get", name, "--output", "json"]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    rows = json.loads(proc.stdout or "[]")
+    rows = rows if isinstance(rows, list) else [rows]
+    return {key.lower().replace(" ", "_"): value for key, value in rows[0].items()} if rows else None
+
+
+def run_checks(site: SiteConfig, *, with_pool: bool) -> list[Check]:
+    """Every check of the site, Airflow side (connections through hooks, staging through ObjectStoragePath)."""
+    from .airflow_tasks import _staging_store, slurm_runner
+
+    checks: list[Check] = []
+    for conn_id in sorted({site.xdmod_for(r).db_conn_id for r in site.resources}):
+        checks += _guard(f"connection {conn_id}", lambda c=conn_id: check_xdmod_db(c))
+    for root in sorted({site.staging_for(r).root for r in site.resources}):
+        resource = next(r for r in site.resources if site.staging_for(r).root == root)
+        checks += _guard(f"staging {root}", lambda r=resource, u=root: check_staging(_staging_store(site, r), u))
+    for resource in site.resources:
+        if resource.kind == "slurm":
+            checks += _guard(f"{resource.name} source", lambda r=resource: _with_runner(r, slurm_runner))
+    checks += _guard("xdmod resources.json", lambda: check_resources_json(site))
+    if with_pool:
+        for pool in sorted({site.xdmod_for(r).pool for r in site.resources}):
+            checks += _guard(f"pool {pool}", lambda p=pool: judge_pool(read_pool(p), p))
+    return checks
+
+
+def check_resources_json(site: SiteConfig) -> list[Check]:
+    """Read XDMoD's resources.json through the SSH runner's connection and look for every code."""
+    codes = {r.name: r.xdmod_resource for r in site.resources}
+    xdmod = site.xdmod
+    if xdmod.runner != "ssh" or xdmod.ssh is None:
+        return [Check("xdmod resources.json", None, f"not checked with runner {xdmod.runner!r}: needs the XDMoD host")]
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+
+    from .sacct import run_ssh
+
+    out = io.BytesIO()
+    with SSHHook(ssh_conn_id=xdmod.ssh.conn_id).get_conn() as client:
+        run_ssh(client, ["cat", "--", xdmod.ssh.resources_json], {}, out, 60)
+    return judge_resources_json(out.getvalue().decode("utf-8"), codes)
+
+
+def _with_runner(resource: Resource, slurm_runner: Any) -> Check:
+    with slurm_runner(resource) as run:
+        return check_slurm_source(resource, run)
+
+
+def render(checks: list[Check]) -> str:
+    width = max((len(c.name) for c in checks), default=10)
+    label = {True: "ok  ", False: "FAIL", None: "skip"}
+    lines = [f"{label[c.ok]}  {c.name:<{width}}  {c.detail}" for c in checks]
+    failed = sum(c.ok is False for c in checks)
+    skipped = sum(c.ok is None for c in checks)
+    lines.append(f"{len(checks) - failed - skipped} ok, {failed} failed, {skipped} not checked")
+    return "\n".join(lines)
+
+
+def summary_line(checks: list[Check]) -> str:
+    failed = [c for c in checks if c.ok is False]
+    return f"preflight: {len(failed)} check(s) failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Check a site's setup before go-live.")
+    parser.add_argument("--config", help="site config (default: $XDMOD_USAGE_CONFIG)")
+    args = parser.parse_args(argv)
+    checks = run_checks(load_site_config(args.config), with_pool=True)
+    print(render(checks))
+    return 1 if any(c.ok is False for c in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
