@@ -139,3 +139,23 @@ def test_core_library_runs_without_airflow():
         "xdmod_usage.xdmod_commands; assert not [m for m in sys.modules if m.split('.')[0] == 'airflow'], 'airflow'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")})
+
+
+def test_end_date_makes_its_day_the_last_one_scheduled():
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.interval import CronDataIntervalTimetable as SchedulerTimetable
+
+    from xdmod_usage.config import parse_site_config
+    from xdmod_usage.dag_factory import build_usage_dags
+
+    data = yaml.safe_load((ROOT / "include" / "site-config.example.yaml").read_text())
+    data["resources"][0].update(start_date="2026-11-20", end_date="2026-11-21")
+    dag = build_usage_dags(parse_site_config(yaml.safe_dump(data)))["usage_slurm_hpc1"]
+    timetable = SchedulerTimetable(dag.timetable.expression, dag.timetable.timezone)
+    restriction = TimeRestriction(earliest=dag.start_date, latest=dag.end_date, catchup=True)
+    days, last = [], None
+    while (info := timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)) is not None:
+        days.append(info.data_interval.start.date().isoformat())
+        last = info.data_interval
+        assert len(days) < 10
+    assert days == ["2026-11-20", "2026-11-21"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,6 +104,7 @@ def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -
     replay = params.get("source", "live") == "archive"
     pull, info = _sacct_puller(resource, window, timeout)
     share = params.get("max_quarantine_share")
+    started = time.monotonic()
     try:
         result = stage_slurm_day(
             _staging_store(site, resource),
@@ -121,6 +123,9 @@ def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -
         raise
     summary = result.summary()
     log.info("staged %s: counts %s", summary["manifest_url"], summary["counts"])
+    from .metrics import emit, stage_metrics
+
+    emit(resource.name, stage_metrics(resource.name, summary["counts"], window.end, time.monotonic() - started))
     return summary
 
 
@@ -195,6 +200,7 @@ def run_xdmod(
                 execution_timeout=task.execution_timeout if task else None,
             )
 
+    started = time.monotonic()
     if requested or xdmod.runner == "dry_run":
         log.info("runner: dry run (%s)", "dry_run param" if requested else "config xdmod.runner=dry_run")
         result = DryRunRunner(xdmod.input_dir, build_pod).run(command)
@@ -202,6 +208,10 @@ def run_xdmod(
         result = KubernetesRunner(build_pod, context).run(command)
     else:
         result = _run_over_ssh(site, resource, command, context)
+    if not result.dry_run:
+        from .metrics import emit
+
+        emit(resource.name, {f"xdmod_{command.step.replace('-', '_')}_seconds": time.monotonic() - started})
     return {"step": result.step, "argv": result.argv, "dry_run": result.dry_run, "exit_status": result.exit_status}
 
 

@@ -236,6 +236,9 @@ class Resource(_Strict):
     kind: Literal["slurm", "openshift", "openstack"]
     xdmod_resource: Name = Field(description="The resource code in XDMoD's resources.json.")
     start_date: dt.date
+    end_date: dt.date | None = Field(
+        default=None, description="Last UTC day to account (a retired resource keeps its DAG for reruns)."
+    )
     source: dict[str, Any]
     settle_delay: Duration = Field(
         default=dt.timedelta(minutes=30),
@@ -290,6 +293,8 @@ class SiteConfig(_Strict):
                     f"resources[{index}].name: duplicate resource {resource.name!r} of kind {resource.kind}"
                 )
             seen.add(resource.dag_id)
+            if resource.end_date is not None and resource.end_date < resource.start_date:
+                raise ValueError(f"resources[{index}].end_date: before start_date {resource.start_date}")
             if resource.kind not in AVAILABLE_KINDS:
                 raise ValueError(
                     f"resources[{index}].kind: {resource.kind!r} has no collector in this release "

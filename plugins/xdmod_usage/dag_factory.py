@@ -102,6 +102,8 @@ def build_slurm_dag(site: SiteConfig, resource: Resource) -> DAG:
         description=f"Daily Slurm usage of {resource.name} into XDMoD resource {resource.xdmod_resource}",
         schedule=CronDataIntervalTimetable(DAILY_UTC, timezone="UTC"),
         start_date=start,
+        # The scheduler compares end_date with the interval start: midnight of the last day.
+        end_date=dt.datetime.combine(resource.end_date, dt.time(0), tzinfo=dt.UTC) if resource.end_date else None,
         catchup=True,
         max_active_runs=resource.max_active_runs,
         default_args=_default_args(site, resource),
