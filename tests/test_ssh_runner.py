@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from xdmod_usage.runners import XdmodCommandError
 from xdmod_usage.slurm_pipeline import SlurmDay, stage_slurm_day
-from xdmod_usage.ssh_runner import SshRunner, SshRunnerSettings, XdmodCommandError
+from xdmod_usage.ssh_runner import SshRunner, SshRunnerSettings
 from xdmod_usage.staging import DayStage, Store
 from xdmod_usage.synthetic import synthetic_sacct_lines
 from xdmod_usage.window import UsageWindow

@@ -151,7 +151,8 @@ def _run_over_ssh(site: SiteConfig, resource: Resource, command: Any, context: d
     from airflow.providers.ssh.hooks.ssh import SSHHook
     from airflow.sdk import ObjectStoragePath
 
-    from .ssh_runner import SshRunner, SshRunnerSettings, XdmodCommandError
+    from .runners import XdmodCommandError
+    from .ssh_runner import SshRunner, SshRunnerSettings
 
     xdmod, staging = site.xdmod_for(resource), site.staging_for(resource)
     task = context.get("task")
@@ -205,7 +206,14 @@ def run_xdmod(
         log.info("runner: dry run (%s)", "dry_run param" if requested else "config xdmod.runner=dry_run")
         result = DryRunRunner(xdmod.input_dir, build_pod).run(command)
     elif xdmod.runner == "kubernetes":
-        result = KubernetesRunner(build_pod, context).run(command)
+        from .runners import XdmodCommandError
+
+        try:
+            result = KubernetesRunner(build_pod, context).run(command)
+        except XdmodCommandError as exc:
+            if not exc.retryable:
+                raise AirflowFailException(str(exc)) from exc
+            raise
     else:
         result = _run_over_ssh(site, resource, command, context)
     if not result.dry_run:

@@ -8,6 +8,7 @@ before pointing it at production.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,27 @@ from typing import Any, Protocol
 from .xdmod_commands import XdmodCommand
 
 log = logging.getLogger(__name__)
+
+# XDMoD's ETL lock fails at once instead of waiting; MySQL lock waits and deadlocks surface as
+# HY000 errors on slow storage. These clear by themselves: retry. Anything else (a file XDMoD
+# cannot parse, a missing resource) will fail the same way again: do not.
+LOCK_FAILURE = re.compile(r"Cannot obtain lock|Lock wait timeout exceeded|Deadlock found|SQLSTATE\[HY000\]", re.I)
+TAIL_LINES = 40
+
+
+class XdmodCommandError(RuntimeError):
+    """An XDMoD command failed; ``retryable`` says whether a retry can help (lock contention)."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def classify_failure(argv: list[str], status: int, output: str) -> XdmodCommandError:
+    tail = "\n".join(output.strip().splitlines()[-TAIL_LINES:])
+    retryable = bool(LOCK_FAILURE.search(output))
+    kind = "lock contention, will retry" if retryable else "not retried"
+    return XdmodCommandError(f"{argv[0]} exited {status} ({kind}): {shlex.join(argv)}\n{tail}", retryable)
 
 
 @dataclass(frozen=True)
@@ -62,5 +84,9 @@ class KubernetesRunner:
 
     def run(self, command: XdmodCommand) -> RunResult:
         operator = self.build_pod(command)
-        operator.execute(self.context)  # raises on a non-zero exit; logs were streamed
+        try:
+            operator.execute(self.context)  # raises on a non-zero exit; logs were streamed
+        except Exception as exc:
+            # The pod's termination message (FallbackToLogsOnError) carries XDMoD's last lines.
+            raise classify_failure(list(command.argv), 1, str(exc)) from exc
         return RunResult(command.step, list(command.argv), False, 0, "")

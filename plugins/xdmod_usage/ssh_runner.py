@@ -9,38 +9,16 @@ quoting: nothing from config or data is interpreted by the remote shell.
 from __future__ import annotations
 
 import logging
-import re
 import shlex
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import IO, Any
 
-from .runners import RunResult
+from .runners import TAIL_LINES, RunResult, XdmodCommandError, classify_failure
 from .xdmod_commands import XdmodCommand
 
 log = logging.getLogger(__name__)
-
-# XDMoD's ETL lock fails at once instead of waiting; MySQL lock waits and deadlocks surface as
-# HY000 errors on slow storage. These clear by themselves: retry. Anything else (a file XDMoD
-# cannot parse, a missing resource) will fail the same way again: do not.
-LOCK_FAILURE = re.compile(r"Cannot obtain lock|Lock wait timeout exceeded|Deadlock found|SQLSTATE\[HY000\]", re.I)
-_TAIL_LINES = 40
-
-
-class XdmodCommandError(RuntimeError):
-    """An XDMoD command failed; ``retryable`` says whether a retry can help (lock contention)."""
-
-    def __init__(self, message: str, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-def classify_failure(argv: list[str], status: int, output: str) -> XdmodCommandError:
-    tail = "\n".join(output.strip().splitlines()[-_TAIL_LINES:])
-    retryable = bool(LOCK_FAILURE.search(output))
-    kind = "lock contention, will retry" if retryable else "not retried"
-    return XdmodCommandError(f"{argv[0]} exited {status} ({kind}): {shlex.join(argv)}\n{tail}", retryable)
 
 
 @dataclass(frozen=True)
@@ -112,4 +90,4 @@ class SshRunner:
             log.info("xdmod> %s", line)
         if status != 0:
             raise classify_failure(argv, status, output)
-        return RunResult(command.step, argv, False, status, "\n".join(output.splitlines()[-_TAIL_LINES:]))
+        return RunResult(command.step, argv, False, status, "\n".join(output.splitlines()[-TAIL_LINES:]))
