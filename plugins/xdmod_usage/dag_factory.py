@@ -25,26 +25,28 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from . import airflow_tasks
 from .alerts import UsageFailureNotifier, deadline_missed
-from .config import Resource, SiteConfig, load_site_config
+from .config import Resource, SiteConfig, TaskPolicy, load_site_config
 from .xdmod_commands import XdmodInput, aggregate, ingest, shred_slurm
 
 DAILY_UTC = "0 0 * * *"
 
 
-def _routes(site: SiteConfig, resource: Resource) -> list[dict[str, Any]]:
-    return [route.model_dump(exclude_none=True) for route in site.alerts_for(resource)]
+def _routes(site: SiteConfig, resource: Resource | None = None) -> list[dict[str, Any]]:
+    routes = site.alerts if resource is None else site.alerts_for(resource)
+    return [route.model_dump(exclude_none=True) for route in routes]
 
 
-def _default_args(site: SiteConfig, resource: Resource) -> dict[str, Any]:
-    policy = site.tasks_for(resource)
+def _task_defaults(policy: TaskPolicy, routes: list[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
+    """Every task of every DAG: alerts, retries with exponential backoff up to a cap, a timeout."""
     return {
-        "on_failure_callback": UsageFailureNotifier(_routes(site, resource)),
         "owner": "xdmod-usage",
+        "on_failure_callback": UsageFailureNotifier(routes),
         "retries": policy.retries,
         "retry_delay": policy.retry_delay,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": policy.max_retry_delay,
         "execution_timeout": policy.execution_timeout,
+        **overrides,
     }
 
 
@@ -106,7 +108,7 @@ def build_slurm_dag(site: SiteConfig, resource: Resource) -> DAG:
         end_date=dt.datetime.combine(resource.end_date, dt.time(0), tzinfo=dt.UTC) if resource.end_date else None,
         catchup=True,
         max_active_runs=resource.max_active_runs,
-        default_args=_default_args(site, resource),
+        default_args=_task_defaults(site.tasks_for(resource), _routes(site, resource)),
         tags=["xdmod", "usage", resource.kind, f"resource:{resource.name}", *resource.tags],
         doc_md=_doc_md(site, resource),
         params=_params(resource),
@@ -174,8 +176,6 @@ FRESHNESS_DAG_ID = "xdmod_usage_freshness"
 
 def build_freshness_dag(site: SiteConfig) -> DAG:
     """Checks the staging store for missing days: runs that never happened fire no callback."""
-    routes = [route.model_dump(exclude_none=True) for route in site.alerts]
-    policy = site.tasks
     with DAG(
         dag_id=FRESHNESS_DAG_ID,
         description="Alert when any resource's recent UTC days are missing or incomplete in staging",
@@ -187,15 +187,7 @@ def build_freshness_dag(site: SiteConfig) -> DAG:
         doc_md=f"Checks the last {site.freshness.days} days of every resource's staging (manifest present, "
         "files present with their sizes). A failure lists each gap; rerun or backfill those days. "
         "The same check runs outside Airflow: `python -m xdmod_usage.freshness --config FILE`.",
-        default_args={
-            "owner": "xdmod-usage",
-            "on_failure_callback": UsageFailureNotifier(routes),
-            "retries": 1,
-            "retry_delay": policy.retry_delay,
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": policy.max_retry_delay,
-            "execution_timeout": dt.timedelta(minutes=30),
-        },
+        default_args=_task_defaults(site.tasks, _routes(site), retries=1, execution_timeout=dt.timedelta(minutes=30)),
     ) as dag:
 
         @task(task_id="check_staged_days")
@@ -220,15 +212,14 @@ def build_preflight_dag(site: SiteConfig) -> DAG:
         tags=["xdmod", "usage", "setup"],
         doc_md="Trigger by hand after any change of connections or config. Each failed check says what is "
         "wrong. The pool is checked by `python -m xdmod_usage.preflight` (it needs the metadata database).",
-        default_args={
-            "owner": "xdmod-usage",
-            "on_failure_callback": UsageFailureNotifier([r.model_dump(exclude_none=True) for r in site.alerts]),
-            "retries": 1,  # once, for a passing network blip; a preflight reports rather than waits
-            "retry_delay": dt.timedelta(seconds=30),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": site.tasks.max_retry_delay,
-            "execution_timeout": dt.timedelta(minutes=15),
-        },
+        # One retry, for a passing network blip: a preflight reports rather than waits.
+        default_args=_task_defaults(
+            site.tasks,
+            _routes(site),
+            retries=1,
+            retry_delay=dt.timedelta(seconds=30),
+            execution_timeout=dt.timedelta(minutes=15),
+        ),
     ) as dag:
 
         @task(task_id="check_setup")
