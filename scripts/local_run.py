@@ -81,6 +81,9 @@ class LocalSite:
                     "xdmod_resource": CLUSTER,
                     "start_date": DAY.isoformat(),
                     "settle_delay": "0s",
+                    # Airflow 3.3.2's `dags test` crashes when a successful run's DAG has a
+                    # DeadlineAlert (it reads the alerts as ids): off for these local runs only.
+                    "lateness_deadline": None,
                     "source": {"cluster": CLUSTER, "env": {"SLURM_CONF": self.slurm_conf, **source_env}},
                 }
             ],
@@ -93,6 +96,8 @@ class LocalSite:
         port = self.ports.get("XU_MARIADB_PORT", "13306")
         return {
             **os.environ,
+            # Airflow starts its own subcommands (standalone, task runners) by name: same venv.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
             "AIRFLOW_HOME": str(self.state_dir / "airflow"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),

@@ -59,6 +59,7 @@ def test_xdmod_commands_of_two_dags_never_overlap(slurm_site, sshd_login, tmp_pa
     base = config["resources"][0]
     config["resources"] = [
         {**base, "name": name, "xdmod_resource": name, "start_date": "2026-11-20", "end_date": "2026-11-21",
+         "lateness_deadline": "12h",  # the scheduler path handles deadlines (dags test does not)
          "source": {**base["source"], "sacct_path": str(slow_sacct)}}
         for name in ("alpha", "beta")
     ]  # fmt: skip

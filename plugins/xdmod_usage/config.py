@@ -245,9 +245,9 @@ class Resource(_Strict):
         description="Wait this long after the window ends before pulling, for late records.",
     )
     max_active_runs: int = Field(default=2, ge=1, le=32)
-    lateness_deadline: Duration = Field(
+    lateness_deadline: Duration | None = Field(
         default=dt.timedelta(hours=12),
-        description="Alert when a day's run is not done this long after it was queued (at midnight UTC).",
+        description="Alert when a day's run is not done this long after it was queued; null: no deadline.",
     )
     max_quarantine_share: float = Field(default=0.01, ge=0.0, le=1.0)
     staging: StagingConfig | None = None

@@ -94,6 +94,20 @@ def _params(resource: Resource) -> dict[str, Param]:
     }
 
 
+def _lateness_deadline(site: SiteConfig, resource: Resource) -> DeadlineAlert | None:
+    if resource.lateness_deadline is None:
+        return None
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=resource.lateness_deadline,
+        callback=AsyncCallback(
+            deadline_missed,
+            kwargs={"routes": _routes(site, resource), "dag_id": resource.dag_id,
+                    "deadline": str(resource.lateness_deadline)},
+        ),
+    )  # fmt: skip
+
+
 def build_slurm_dag(site: SiteConfig, resource: Resource) -> DAG:
     xdmod = site.xdmod_for(resource)
     start = dt.datetime.combine(resource.start_date, dt.time(0), tzinfo=dt.UTC)
@@ -112,18 +126,7 @@ def build_slurm_dag(site: SiteConfig, resource: Resource) -> DAG:
         tags=["xdmod", "usage", resource.kind, f"resource:{resource.name}", *resource.tags],
         doc_md=_doc_md(site, resource),
         params=_params(resource),
-        deadline=DeadlineAlert(
-            reference=DeadlineReference.DAGRUN_QUEUED_AT,
-            interval=resource.lateness_deadline,
-            callback=AsyncCallback(
-                deadline_missed,
-                kwargs={
-                    "routes": _routes(site, resource),
-                    "dag_id": resource.dag_id,
-                    "deadline": str(resource.lateness_deadline),
-                },
-            ),
-        ),
+        deadline=_lateness_deadline(site, resource),
         render_template_as_native_obj=False,
     ) as dag:
 
