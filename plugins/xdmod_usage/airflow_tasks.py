@@ -69,9 +69,7 @@ def _sacct_puller(
     resource: Resource, window: UsageWindow, timeout: float | None
 ) -> tuple[Callable[[IO[bytes]], Any], dict[str, Any]]:
     """A function that pulls the window from sacct into a stream, and its description for the manifest."""
-    import io
-
-    from .sacct import cluster_check_argv, ensure_cluster_known, sacct_argv
+    from .sacct import sacct_argv, verify_cluster_known
 
     source = resource.slurm_source()
     argv = sacct_argv(source.cluster, window, source.sacct_path)
@@ -81,9 +79,7 @@ def _sacct_puller(
         with slurm_runner(resource, timeout) as run:
             written = run(argv, out)
             if written == 0:  # an empty day, or a cluster name slurmdbd does not know
-                listing = io.BytesIO()
-                run(cluster_check_argv(source.cluster, source.sacctmgr_path), listing)
-                ensure_cluster_known(source.cluster, listing.getvalue())
+                verify_cluster_known(run, source.cluster, source.sacctmgr_path)
         return written
 
     return pull, info

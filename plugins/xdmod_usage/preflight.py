@@ -77,12 +77,10 @@ def check_staging(store: Any, label: str) -> Check:
 
 def check_slurm_source(resource: Resource, run: Callable[[list[str], io.BytesIO], int]) -> Check:
     """The cluster answers sacctmgr through the configured transport and knows the cluster name."""
-    from .sacct import cluster_check_argv, ensure_cluster_known
+    from .sacct import verify_cluster_known
 
     source = resource.slurm_source()
-    listing = io.BytesIO()
-    run(cluster_check_argv(source.cluster, source.sacctmgr_path), listing)
-    ensure_cluster_known(source.cluster, listing.getvalue())
+    verify_cluster_known(run, source.cluster, source.sacctmgr_path)
     where = f"over SSH ({source.ssh_conn_id})" if source.ssh_conn_id else "locally"
     return Check(f"{resource.name} source", True, f"slurmdbd knows cluster {source.cluster!r} ({where})")
 
@@ -145,19 +143,29 @@ def run_checks(site: SiteConfig, *, with_pool: bool) -> list[Check]:
 
 
 def check_resources_json(site: SiteConfig) -> list[Check]:
-    """Read XDMoD's resources.json through the SSH runner's connection and look for every code."""
-    codes = {r.name: r.xdmod_resource for r in site.resources}
-    xdmod = site.xdmod
-    if xdmod.runner != "ssh" or xdmod.ssh is None:
-        return [Check("xdmod resources.json", None, f"not checked with runner {xdmod.runner!r}: needs the XDMoD host")]
-    from airflow.providers.ssh.hooks.ssh import SSHHook
+    """Read XDMoD's resources.json on each XDMoD host (SSH runner) and look for its resources' codes."""
+    by_host: dict[tuple[str, str], dict[str, str]] = {}
+    checks: list[Check] = []
+    for resource in site.resources:
+        xdmod = site.xdmod_for(resource)
+        if xdmod.runner == "ssh" and xdmod.ssh is not None:
+            by_host.setdefault((xdmod.ssh.conn_id, xdmod.ssh.resources_json), {})[resource.name] = (
+                resource.xdmod_resource
+            )
+        else:
+            checks.append(Check(f"{resource.name} xdmod resource", None,
+                                f"not checked with runner {xdmod.runner!r}: needs the XDMoD host"))  # fmt: skip
+    if by_host:
+        from airflow.providers.ssh.hooks.ssh import SSHHook
 
-    from .sacct import run_ssh
+        from .sacct import run_ssh
 
-    out = io.BytesIO()
-    with SSHHook(ssh_conn_id=xdmod.ssh.conn_id).get_conn() as client:
-        run_ssh(client, ["cat", "--", xdmod.ssh.resources_json], {}, out, 60)
-    return judge_resources_json(out.getvalue().decode("utf-8"), codes)
+        for (conn_id, path), codes in sorted(by_host.items()):
+            out = io.BytesIO()
+            with SSHHook(ssh_conn_id=conn_id).get_conn() as client:
+                run_ssh(client, ["cat", "--", path], {}, out, 60)
+            checks += judge_resources_json(out.getvalue().decode("utf-8"), codes)
+    return checks
 
 
 def _with_runner(resource: Resource, slurm_runner: Any) -> Check:

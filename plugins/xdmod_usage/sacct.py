@@ -91,6 +91,15 @@ class _StderrDrain:
         return b"".join(self._kept)[:_STDERR_LIMIT]
 
 
+def verify_cluster_known(run: Any, cluster: str, sacctmgr_path: str = "sacctmgr") -> None:
+    """Ask slurmdbd through ``run(argv, stream)`` (here or over SSH) and fail if it lacks the cluster."""
+    import io
+
+    listing = io.BytesIO()
+    run(cluster_check_argv(cluster, sacctmgr_path), listing)
+    ensure_cluster_known(cluster, listing.getvalue())
+
+
 def _fail(argv: list[str], status: int, stderr: bytes) -> SacctError:
     text = stderr.decode("utf-8", "replace").strip() or "(no stderr)"
     return SacctError(f"{argv[0]} failed (exit status {status}): {text} [command: {shlex.join(argv)}]")
