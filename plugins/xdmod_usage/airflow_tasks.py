@@ -33,6 +33,12 @@ def window_from_context(context: dict[str, Any]) -> UsageWindow:
         raise AirflowFailException(str(exc)) from None
 
 
+def _task_timeout_seconds(context: dict[str, Any]) -> float | None:
+    """The running task's execution_timeout, handed to remote commands so they stop with it."""
+    task = context.get("task")
+    return task.execution_timeout.total_seconds() if task is not None and task.execution_timeout else None
+
+
 def check_window(context: dict[str, Any]) -> dict[str, str]:
     window = window_from_context(context)
     log.info("usage window %s .. %s (UTC day %s)", window.start.isoformat(), window.end.isoformat(), window.day)
@@ -95,8 +101,7 @@ def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -
     params = context.get("params") or {}
     source = resource.slurm_source()
     day = SlurmDay(resource.name, resource.xdmod_resource, source.cluster, window)
-    task = context.get("task")
-    timeout = task.execution_timeout.total_seconds() if task is not None and task.execution_timeout else None
+    timeout = _task_timeout_seconds(context)
     replay = params.get("source", "live") == "archive"
     pull, info = _sacct_puller(resource, window, timeout)
     share = params.get("max_quarantine_share")
@@ -151,8 +156,7 @@ def _run_over_ssh(site: SiteConfig, resource: Resource, command: Any, context: d
     from .ssh_runner import SshRunner, SshRunnerSettings
 
     xdmod, staging = site.xdmod_for(resource), site.staging_for(resource)
-    task = context.get("task")
-    timeout = task.execution_timeout.total_seconds() if task is not None and task.execution_timeout else None
+    timeout = _task_timeout_seconds(context)
     settings = SshRunnerSettings(xdmod.input_dir, xdmod.ssh.command_dir)
 
     def open_input(url: str) -> Any:
