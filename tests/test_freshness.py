@@ -79,6 +79,11 @@ def test_cli_for_cron_exits_1_with_the_gaps_and_0_when_complete(tmp_path):
     assert complete.returncode == 0, complete.stdout
     assert "all resources have complete staged days for the last 4 days" in complete.stdout
 
+    path.write_text(path.read_text().replace("hpc1", "HPC 1"))  # not a valid resource name
+    invalid = subprocess.run(cli, capture_output=True, text=True, env=env)
+    assert invalid.returncode == 2 and "Traceback" not in invalid.stderr  # cron mails one clear line
+    assert invalid.stderr.startswith(f"config invalid: {path}: resources[0].name")
+
 
 def test_the_dag_task_fails_with_the_gaps_on_its_last_line(tmp_path):
     from airflow.sdk.exceptions import AirflowFailException

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from xdmod_usage.preflight import check_staging, check_xdmod_db, judge_db_settings, judge_pool, judge_resources_json
 from xdmod_usage.staging import Store
 
@@ -101,3 +102,64 @@ def test_preflight_command_on_the_real_site(slurm_site, sshd_login, tmp_path):
     finally:
         site.prepare_airflow()  # back to 1 slot, include_deferred
     assert os.environ.get("AIRFLOW_CONN_XDMOD_HOST") is None  # the connection lived only in the child
+
+
+def test_kubernetes_check_pod_is_the_xdmod_pod_reading_resources_json_and_a_staging_probe(tmp_path):
+    """Built offline: the check pod carries what every XDMoD step needs, plus the staging probe."""
+    from xdmod_usage.config import parse_site_config
+    from xdmod_usage.kubernetes_runner import COPY_SCRIPT, pod_spec
+    from xdmod_usage.preflight import preflight_pod
+    from xdmod_usage.xdmod_commands import XdmodInput
+
+    site = parse_site_config(json.dumps({
+        "staging": {"root": "s3://acct/staging"},
+        "xdmod": {"runner": "kubernetes", "kubernetes": {"namespace": "xdmod", "image": "xdmod:11.0.2",
+                                                         "staging_secret": "xdmod-s3"}},
+        "resources": [{"name": "hpc1", "kind": "slurm", "xdmod_resource": "hpc1", "start_date": "2026-01-01",
+                       "source": {"cluster": "hpc1"}}],
+    }))  # fmt: skip
+    probe = XdmodInput("preflight-probe", "s3://acct/staging/.preflight-1/probe", "ab" * 32)
+    spec = pod_spec(preflight_pod(site, site.resources[0], probe))["spec"]
+    (base,) = spec["containers"]
+    assert [base["command"], base["args"]] == [["cat"], ["--", "/etc/xdmod/resources.json"]]
+    assert {m["mountPath"] for m in base["volumeMounts"]} >= {"/etc/xdmod", "/etc/xdmod/portal_settings.ini"}
+    (init,) = spec["initContainers"]
+    assert init["command"][2] == COPY_SCRIPT and init["command"][5:] == [probe.url, probe.sha256, probe.name]
+    assert init["envFrom"] == [{"secretRef": {"name": "xdmod-s3"}}]
+    assert spec["serviceAccountName"] == "xdmod-etl" and spec["activeDeadlineSeconds"] == 300
+    assert base["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_preflight_says_which_kubernetes_api_is_unreachable_and_leaves_no_probe(slurm_site, tmp_path):
+    """A kubernetes runner whose API does not answer (a real refused connection on loopback): the
+    preflight fails that check with the reason, the other checks still run, and staging keeps nothing."""
+    site, _ = slurm_site
+    config = json.loads(site.config_path.read_text())
+    config["xdmod"] = {"runner": "kubernetes", "db_conn_id": "xdmod_db",
+                       "kubernetes": {"namespace": "xdmod", "image": "xdmod:11.0.2", "kubernetes_conn_id": "k8s",
+                                      "staging_claim": "xdmod-staging", "startup_timeout": "10s"}}  # fmt: skip
+    path = tmp_path / "site.json"
+    path.write_text(json.dumps(config))
+    port = free_port()
+    kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": "t",
+                  "clusters": [{"name": "t", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                  "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}],
+                  "users": [{"name": "u", "user": {"token": "not-a-real-token"}}]}  # fmt: skip
+    conn = json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": kubeconfig}})
+    staging_dir = Path(config["staging"]["root"].removeprefix("file://"))
+    before = sorted(staging_dir.rglob("*")) if staging_dir.exists() else []
+
+    result = preflight(site, path, {"AIRFLOW_CONN_K8S": conn})
+    assert result.returncode == 1
+    (line,) = [line for line in result.stdout.splitlines() if "pod in namespace xdmod" in line]
+    assert line.startswith("FAIL") and f"127.0.0.1', port={port}" in line and "refused" in line.lower(), line
+    assert "ok    democluster source" in result.stdout and "ok    xdmod db sql_mode" in result.stdout
+    assert "not-a-real-token" not in result.stdout + result.stderr
+
+    config["xdmod"]["kubernetes"]["startup_timeout"] = "PT10S"  # ISO 8601 is not a duration we accept
+    path.write_text(json.dumps(config))
+    invalid = preflight(site, path)
+    assert invalid.returncode == 2 and "Traceback" not in invalid.stderr
+    assert "config invalid:" in invalid.stderr
+    assert "xdmod.kubernetes.startup_timeout: expected a duration" in invalid.stderr
+    assert sorted(staging_dir.rglob("*")) == before  # the probe written for the pod is gone

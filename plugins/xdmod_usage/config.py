@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -389,3 +390,12 @@ def load_site_config(path: str | os.PathLike[str] | None = None) -> SiteConfig:
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read site config: {exc.strerror}") from None
     return parse_site_config(text, str(file))
+
+
+def load_for_command(path: str | os.PathLike[str] | None) -> SiteConfig:
+    """The site config for a command-line entry point: an invalid config prints the reason, exits 2."""
+    try:
+        return load_site_config(path)
+    except ConfigError as exc:
+        print(f"config invalid: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

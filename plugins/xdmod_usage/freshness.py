@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from .config import Resource, SiteConfig, load_site_config
+from .config import Resource, SiteConfig, load_for_command
 from .staging import MANIFEST, DayStage, Store
 
 UTC = dt.UTC
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=None, help="how many past days to check")
     parser.add_argument("--json", action="store_true", help="print the gaps as JSON")
     args = parser.parse_args(argv)
-    site = load_site_config(args.config)
+    site = load_for_command(args.config)
     days = args.days or site.freshness.days
 
     def store_for(resource: Resource) -> Store:

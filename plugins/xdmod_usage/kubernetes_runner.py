@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -180,3 +181,47 @@ def pod_spec(operator: Any) -> dict[str, Any]:
     from kubernetes.client import ApiClient
 
     return ApiClient().sanitize_for_serialization(operator.build_pod_request_obj(dry_run=True))
+
+
+# A pod that cannot start says why in its containers' waiting state; these never clear alone.
+STUCK_REASONS = frozenset(
+    {"CreateContainerConfigError", "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerError"}
+)
+
+
+def run_pod_to_completion(operator: Any, timeout_s: float, poll_s: float = 2.0) -> str:
+    """Run the operator's pod outside a task (the preflight command) and return the base container's log.
+
+    KubernetesPodOperator.execute needs a task-instance context; the preflight has none, so it
+    creates the same pod through the provider's hook, waits, reads the log and always deletes the pod.
+    """
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    pod = operator.build_pod_request_obj(dry_run=True)
+    name, namespace = pod.metadata.name, pod.metadata.namespace
+    core = KubernetesHook(conn_id=operator.kubernetes_conn_id).core_v1_client
+    core.create_namespaced_pod(namespace, pod)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = core.read_namespaced_pod(name, namespace).status
+            if status.phase in ("Succeeded", "Failed"):
+                break
+            for state in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
+                waiting = state.state.waiting if state.state else None
+                if waiting is not None and waiting.reason in STUCK_REASONS:
+                    raise RuntimeError(f"pod {name} container {state.name}: {waiting.reason}: {waiting.message}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pod {name} still {status.phase} after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+        if status.phase == "Failed":
+            failed = [
+                s for s in [*(status.init_container_statuses or []), *(status.container_statuses or [])]
+                if s.state and s.state.terminated and s.state.terminated.exit_code
+            ]  # fmt: skip
+            which = failed[0].name if failed else "base"
+            tail = core.read_namespaced_pod_log(name, namespace, container=which, tail_lines=5)
+            raise RuntimeError(f"pod {name} failed in container {which}: {tail.strip()}")
+        return core.read_namespaced_pod_log(name, namespace, container=operator.base_container_name)
+    finally:
+        core.delete_namespaced_pod(name, namespace)

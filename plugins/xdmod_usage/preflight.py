@@ -5,12 +5,14 @@ Airflow pool, since it runs beside the metadata database) and as the manual DAG
 ``xdmod_usage_preflight`` (task code has no metadata-database access in Airflow 3, so the pool is
 checked by the command only):
 
-    python -m xdmod_usage.preflight [--config site.yaml]     # exit 1 if any check fails
+    python -m xdmod_usage.preflight [--config site.yaml]   # exit 1: a check failed; 2: config invalid
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import hashlib
 import io
 import json
 import subprocess
@@ -20,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Resource, SiteConfig, load_site_config
+from .config import Resource, SiteConfig, load_for_command
+from .xdmod_commands import XdmodCommand, XdmodInput
 
 MIN_MAX_ALLOWED_PACKET = 16 * 1024 * 1024
 
@@ -143,8 +146,13 @@ def run_checks(site: SiteConfig, *, with_pool: bool) -> list[Check]:
 
 
 def check_resources_json(site: SiteConfig) -> list[Check]:
-    """Read XDMoD's resources.json on each XDMoD host (SSH runner) and look for its resources' codes."""
+    """Read XDMoD's resources.json through each resource's runner and look for its resources' codes.
+
+    SSH runner: ``cat`` on the XDMoD host. Kubernetes runner: a check pod from the same factory
+    as the XDMoD steps (see ``check_from_pod``). Dry-run runner: nothing to read.
+    """
     by_host: dict[tuple[str, str], dict[str, str]] = {}
+    by_pod: dict[str, list[Resource]] = {}
     checks: list[Check] = []
     for resource in site.resources:
         xdmod = site.xdmod_for(resource)
@@ -152,6 +160,9 @@ def check_resources_json(site: SiteConfig) -> list[Check]:
             by_host.setdefault((xdmod.ssh.conn_id, xdmod.ssh.resources_json), {})[resource.name] = (
                 resource.xdmod_resource
             )
+        elif xdmod.runner == "kubernetes" and xdmod.kubernetes is not None:
+            key = json.dumps([xdmod.kubernetes.model_dump(mode="json"), site.staging_for(resource).root])
+            by_pod.setdefault(key, []).append(resource)
         else:
             checks.append(Check(f"{resource.name} xdmod resource", None,
                                 f"not checked with runner {xdmod.runner!r}: needs the XDMoD host"))  # fmt: skip
@@ -165,7 +176,52 @@ def check_resources_json(site: SiteConfig) -> list[Check]:
             with SSHHook(ssh_conn_id=conn_id).get_conn() as client:
                 run_ssh(client, ["cat", "--", path], {}, out, 60)
             checks += judge_resources_json(out.getvalue().decode("utf-8"), codes)
+    for group in by_pod.values():
+        checks += _guard(f"pod in namespace {site.xdmod_for(group[0]).kubernetes.namespace}",
+                         lambda g=group: check_from_pod(site, g))  # fmt: skip
     return checks
+
+
+PROBE_PAYLOAD = b"xdmod-usage preflight probe\n"
+
+
+def preflight_pod(site: SiteConfig, resource: Resource, probe: XdmodInput) -> Any:
+    """The check pod: the XDMoD steps' own pod (image, ConfigMap, Secrets, service account, security
+    context) whose init container fetches a probe from staging with the pod's credentials and checks
+    its sha256, and whose XDMoD container prints /etc/xdmod/resources.json."""
+    from .kubernetes_runner import ETC_DIR, xdmod_pod_operator
+
+    xdmod = site.xdmod_for(resource)
+    command = XdmodCommand("preflight", ("cat", "--", f"{ETC_DIR}/resources.json"), (probe,))
+    return xdmod_pod_operator(
+        task_id="xdmod_preflight_pod", resource="preflight", command=command, kube=xdmod.kubernetes,
+        input_dir=xdmod.input_dir, staging_root=site.staging_for(resource).root,
+        execution_timeout=dt.timedelta(minutes=5),
+    )  # fmt: skip
+
+
+def check_from_pod(site: SiteConfig, resources: list[Resource]) -> list[Check]:
+    """Staging readable from a pod, the pod's ConfigMap/Secrets/image usable, the codes in resources.json."""
+    from .airflow_tasks import _staging_store
+    from .kubernetes_runner import run_pod_to_completion
+
+    first = resources[0]
+    store = _staging_store(site, first)
+    rel = f".preflight-{uuid.uuid4().hex}/probe"
+    store.put_bytes(rel, PROBE_PAYLOAD)
+    try:
+        probe = XdmodInput("preflight-probe", store.url(rel), hashlib.sha256(PROBE_PAYLOAD).hexdigest())
+        operator = preflight_pod(site, first, probe)
+        kube = site.xdmod_for(first).kubernetes
+        text = run_pod_to_completion(operator, kube.startup_timeout.total_seconds() + 300)
+    finally:
+        store.remove_tree(rel.split("/")[0])
+    used = f"image {kube.image} ran with ConfigMap {kube.config_map} and Secret {kube.db_secret}"
+    return [
+        Check(f"pod in namespace {kube.namespace}", True, used),
+        Check(f"staging {site.staging_for(first).root} from pod", True, "probe fetched and its sha256 verified"),
+        *judge_resources_json(text, {r.name: r.xdmod_resource for r in resources}),
+    ]
 
 
 def _with_runner(resource: Resource, slurm_runner: Any) -> Check:
@@ -192,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Check a site's setup before go-live.")
     parser.add_argument("--config", help="site config (default: $XDMOD_USAGE_CONFIG)")
     args = parser.parse_args(argv)
-    checks = run_checks(load_site_config(args.config), with_pool=True)
+    checks = run_checks(load_for_command(args.config), with_pool=True)
     print(render(checks))
     return 1 if any(c.ok is False for c in checks) else 0
 
