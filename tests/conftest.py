@@ -175,3 +175,32 @@ def sshd_login():
         )
     finally:
         run_script(script, "stop", env=env, timeout=120)
+
+
+PROM_TEST_PORT = "29090"
+
+
+@pytest.fixture(scope="session")
+def prometheus_site(tmp_path_factory):
+    """A real Prometheus 2.42 (scripts/services/prometheus.sh) holding a synthetic OpenShift day.
+
+    The day (60 random pods plus the named cases, seed 7) is generated into a tmp dir and backfilled
+    with promtool into a data dir wiped first (own state dir and port, so a demo instance does not
+    interfere). Yields (base_url, truth, day), truth being the JSON form (`Truth.as_dict()`, as written by
+    --truth); stopped by PID at the end of the session.
+    """
+    from xdmod_usage.openshift_synthetic import write_day
+
+    day = "2026-11-20"
+    env = {"XU_STATE_DIR": str(STATE / "prom-test"), "XU_PROM_PORT": PROM_TEST_PORT}
+    script = str(ROOT / "scripts" / "services" / "prometheus.sh")
+    path = tmp_path_factory.mktemp("openshift-day") / f"openshift-{day}.om"
+    truth = write_day(path, day, pods=60, seed=7).as_dict()
+    try:
+        run_script(script, "reset", env=env, timeout=120)
+        run_script(script, "load", str(path), env=env, timeout=900)  # may apt-get install prometheus
+        run_script(script, "start", env=env, timeout=300)
+        yield f"http://127.0.0.1:{PROM_TEST_PORT}", truth, day
+    finally:
+        run_script(script, "stop", env=env, timeout=120)
+        path.unlink(missing_ok=True)

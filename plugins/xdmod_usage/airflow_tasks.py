@@ -130,6 +130,80 @@ def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -
     return summary
 
 
+def prometheus_api(conn_id: str) -> Any:
+    """A PrometheusApi from an Airflow connection: host = base URL, password = bearer token,
+    extra ``verify`` (true/false or a CA bundle path) and ``timeout`` (seconds)."""
+    from airflow.sdk import BaseHook
+
+    from .prometheus_api import PrometheusApi
+
+    conn = BaseHook.get_connection(conn_id)
+    host = conn.host or ""
+    if "://" not in host:
+        scheme = conn.schema or "https"
+        host = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+    elif conn.port and host.count(":") < 2:
+        host = f"{host}:{conn.port}"
+    extra = conn.extra_dejson
+    verify = extra.get("verify", True)
+    if isinstance(verify, str) and verify.lower() in ("true", "false"):
+        verify = verify.lower() == "true"
+    return PrometheusApi(host, token=conn.password or None, verify=verify, timeout=float(extra.get("timeout", 120)))
+
+
+def stage_openshift(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> dict[str, Any]:
+    """Query one window from Prometheus (or replay the archive), build rows, check, commit."""
+    from .openshift_pipeline import PrometheusHolesError, stage_openshift_day
+    from .prometheus_api import PromQueryError
+    from .slurm_pipeline import QuarantineLimitError
+    from .staging import SourceShrankError, StagingError
+
+    window = window_from_context(context)
+    params = context.get("params") or {}
+    source = resource.openshift_source()
+    replay = params.get("source", "live") == "archive"
+    share = params.get("max_quarantine_share")
+    started = time.monotonic()
+    try:
+        result = stage_openshift_day(
+            _staging_store(site, resource),
+            resource.name,
+            resource.xdmod_resource,
+            source,
+            window,
+            None if replay else prometheus_api(source.prometheus_conn_id),
+            source_info={"prometheus_conn_id": source.prometheus_conn_id},
+            allow_fewer_records=bool(params.get("allow_fewer_records", False)),
+            max_quarantine_share=resource.max_quarantine_share if share is None else float(share),
+            spool_dir=site.staging_for(resource).spool_dir,
+        )
+    except (SourceShrankError, QuarantineLimitError, PrometheusHolesError, PromQueryError, ValueError) as exc:
+        raise AirflowFailException(str(exc)) from None
+    except StagingError as exc:
+        if replay:
+            raise AirflowFailException(str(exc)) from None
+        raise
+    summary = result.summary()
+    source_counts = result.manifest["source_counts"]
+    for hole in source_counts["holes"]:
+        log.warning("Prometheus has no request samples %s .. %s (%s min)", hole["start"], hole["end"], hole["minutes"])
+    if source_counts["unattributed_namespaces"]:
+        log.warning("unattributed namespaces (charged to the default PI/project): %s",
+                    ", ".join(source_counts["unattributed_namespaces"]))  # fmt: skip
+    log.info("staged %s: counts %s; source %s", summary["manifest_url"], summary["counts"],
+             {k: v for k, v in source_counts.items() if k != "unattributed_namespaces"})  # fmt: skip
+    from .metrics import emit, stage_metrics
+
+    emit(resource.name, stage_metrics(resource.name, summary["counts"], window.end, time.monotonic() - started))
+    return summary
+
+
+def stage_day(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> dict[str, Any]:
+    """The stage task of any kind of resource."""
+    stage = {"slurm": stage_slurm, "openshift": stage_openshift}[resource.kind]
+    return stage(site, resource, context)
+
+
 def sql_text(name: str) -> str:
     """A query from include/sql/ (kept as files so DBAs can read and test them)."""
     return (SQL_DIR / name).read_text(encoding="utf-8")

@@ -29,7 +29,7 @@ from pydantic import (
 CONFIG_ENV = "XDMOD_USAGE_CONFIG"
 # Kinds whose collector ships in this release; the others are accepted by the schema but refused
 # with a clear message, so a configured resource never silently lacks its DAG.
-AVAILABLE_KINDS = ("slurm",)
+AVAILABLE_KINDS = ("slurm", "openshift")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -224,6 +224,102 @@ class SlurmSource(_Strict):
         return value
 
 
+class OpenShiftPolicy(_Strict):
+    """How OpenShift usage becomes XDMoD rows, for days from ``effective`` on.
+
+    XDMoD never deletes rows: a day already ingested must keep its ids and times, so a policy
+    change never applies retroactively; it takes a new entry with a later effective date.
+    """
+
+    effective: dt.date
+    resolution: Duration = Field(
+        default=dt.timedelta(minutes=15),
+        description="Window size: rows split where a whole window has no samples (a stopped pod).",
+    )
+    cpu: Literal["millicores", "cores_ceil", "cores_round"] = Field(
+        default="millicores",
+        description="ncpus from the CPU request: millicores (x1000: XDMoD CPU hours are then milli-core hours), "
+        "cores_ceil (whole cores, rounded up) or cores_round (whole cores, nearest, at least 1 if requested).",
+    )
+    gpu_scale: int = Field(default=1, ge=1, le=1000, description="gres/gpu count = GPU-equivalents x this.")
+    mig: Literal["fraction", "whole"] = Field(
+        default="fraction",
+        description="fraction: a MIG slice counts as its share of a GPU (profile 'Ng.*' = N/7 unless set in "
+        "mig_fractions); whole: each slice counts as one GPU.",
+    )
+    mig_fractions: dict[str, float] = Field(default_factory=dict, description="MIG profile -> share of a GPU.")
+    gpu_fallback_type: str | None = Field(
+        default=None, description="GPU type for nodes without the product label; unset: untyped gres/gpu."
+    )
+    pi_keys: list[str] = Field(default_factory=lambda: ["cf_pi", "openshift.io/requester"])
+    project_keys: list[str] = Field(default_factory=lambda: ["cf_project_id"])
+    user_keys: list[str] = Field(default_factory=lambda: ["openshift.io/requester", "cf_pi"])
+    mapping_file: str | None = Field(
+        default=None, description="CSV namespace,pi,project[,user] that overrides namespace metadata."
+    )
+    default_pi: str = "unattributed"
+    default_project: str = "unattributed"
+
+    @field_validator("resolution")
+    @classmethod
+    def _divides_day(cls, value: dt.timedelta) -> dt.timedelta:
+        seconds = value.total_seconds()
+        if seconds < 10 or 86400 % seconds:
+            raise ValueError("must divide one day and be at least 10s (Prometheus' 11,000 points per series)")
+        return value
+
+    @field_validator("mig_fractions")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        for profile, share in value.items():
+            if not 0 < share <= 1:
+                raise ValueError(f"{profile}: a share of a GPU must be in (0, 1], got {share}")
+        return value
+
+
+class OpenShiftSource(_Strict):
+    """OpenShift's Prometheus (Thanos querier) through an Airflow HTTP connection."""
+
+    prometheus_conn_id: ConnId = Field(
+        description="HTTP connection: host = base URL, password = bearer token, extra verify/timeout."
+    )
+    metric: Literal["scheduler"] = Field(
+        default="scheduler", description="scheduler: kube_pod_resource_request (pod-level, incl. init/overhead)."
+    )
+    scrape_interval: Duration = Field(
+        default=dt.timedelta(seconds=30), description="Scrape interval of the request metric: one sample = this."
+    )
+    gpu_product_label: str = "label_nvidia_com_gpu_product"
+    max_hole: Duration = Field(
+        default=dt.timedelta(minutes=10), description="A stretch with no request samples at all longer than this "
+        "is a hole in Prometheus' data, recorded in the manifest."
+    )  # fmt: skip
+    on_hole: Literal["warn", "fail"] = "warn"
+    policies: list[OpenShiftPolicy] = Field(
+        default_factory=lambda: [OpenShiftPolicy(effective=dt.date(1970, 1, 1))], min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> OpenShiftSource:
+        dates = [policy.effective for policy in self.policies]
+        if dates != sorted(set(dates)):
+            raise ValueError("policies: effective dates must be unique and in ascending order")
+        step = self.scrape_interval.total_seconds()
+        if step <= 0 or step != int(step):
+            raise ValueError("scrape_interval: must be a whole number of seconds")
+        for index, policy in enumerate(self.policies):
+            if policy.resolution.total_seconds() % step:
+                raise ValueError(f"policies[{index}].resolution: must be a multiple of scrape_interval")
+        return self
+
+    def policy_for(self, day: dt.date) -> OpenShiftPolicy:
+        """The policy in force on ``day`` (the latest one effective on or before it)."""
+        chosen = [policy for policy in self.policies if policy.effective <= day]
+        if not chosen:
+            raise ValueError(f"no policy is effective on {day}: the first starts {self.policies[0].effective}")
+        return chosen[-1]
+
+
 class GenericSource(_Strict):
     """Source options for kinds whose collectors land in later releases."""
 
@@ -263,6 +359,9 @@ class Resource(_Strict):
 
     def slurm_source(self) -> SlurmSource:
         return SlurmSource.model_validate(self.source)
+
+    def openshift_source(self) -> OpenShiftSource:
+        return OpenShiftSource.model_validate(self.source)
 
 
 class FreshnessConfig(_Strict):
@@ -312,7 +411,7 @@ class SiteConfig(_Strict):
                     f"resources[{index}]: file:// staging ({staging.root}) with the kubernetes runner needs "
                     "xdmod.kubernetes.staging_claim (a volume carrying the staging root), or use s3:// staging"
                 )
-            source_model = SlurmSource if resource.kind == "slurm" else GenericSource
+            source_model = {"slurm": SlurmSource, "openshift": OpenShiftSource}.get(resource.kind, GenericSource)
             try:
                 source_model.model_validate(resource.source)
             except ValidationError as exc:

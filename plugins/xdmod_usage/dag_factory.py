@@ -108,14 +108,19 @@ def _lateness_deadline(site: SiteConfig, resource: Resource) -> DeadlineAlert | 
     )  # fmt: skip
 
 
-def build_slurm_dag(site: SiteConfig, resource: Resource) -> DAG:
+KIND_TITLES = {"slurm": "Slurm", "openshift": "OpenShift"}
+
+
+def build_job_dag(site: SiteConfig, resource: Resource) -> DAG:
+    """Slurm and OpenShift resources: both are staged in XDMoD's Slurm format, then shredded."""
     xdmod = site.xdmod_for(resource)
     start = dt.datetime.combine(resource.start_date, dt.time(0), tzinfo=dt.UTC)
     settle_seconds = int(resource.settle_delay.total_seconds())
 
     with DAG(
         dag_id=resource.dag_id,
-        description=f"Daily Slurm usage of {resource.name} into XDMoD resource {resource.xdmod_resource}",
+        description=f"Daily {KIND_TITLES[resource.kind]} usage of {resource.name} into XDMoD resource "
+        f"{resource.xdmod_resource}",
         schedule=CronDataIntervalTimetable(DAILY_UTC, timezone="UTC"),
         start_date=start,
         # The scheduler compares end_date with the interval start: midnight of the last day.
@@ -141,7 +146,7 @@ def build_slurm_dag(site: SiteConfig, resource: Resource) -> DAG:
 
         @task(task_id="stage")
         def stage() -> dict[str, Any]:
-            return airflow_tasks.stage_slurm(site, resource, get_current_context())
+            return airflow_tasks.stage_day(site, resource, get_current_context())
 
         @task(task_id="xdmod_timestamp", pool=xdmod.pool)
         def xdmod_timestamp() -> str:
@@ -236,7 +241,7 @@ def build_preflight_dag(site: SiteConfig) -> DAG:
 def build_usage_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
     """Every per-resource DAG of the site config, keyed by dag_id (for a DAG file's globals)."""
     site = site or load_site_config()
-    builders = {"slurm": build_slurm_dag}  # config.AVAILABLE_KINDS names the same kinds
+    builders = {"slurm": build_job_dag, "openshift": build_job_dag}  # config.AVAILABLE_KINDS names these
     dags = {resource.dag_id: builders[resource.kind](site, resource) for resource in site.resources}
     dags[FRESHNESS_DAG_ID] = build_freshness_dag(site)
     dags[PREFLIGHT_DAG_ID] = build_preflight_dag(site)

@@ -1,7 +1,9 @@
-"""Stage one UTC day of Slurm accounting: pull (or replay the archive), check, archive, commit.
+"""Stage one UTC day in XDMoD's Slurm format: pull (or replay the archive), check, archive, commit.
 
-Runs without Airflow: the DAG task passes in how to pull and where to stage; the benchmark and
-tests call it directly.
+Slurm's sacct output is staged as it is; other sources (OpenShift) pass ``convert``, which turns
+their raw archive into sacct lines, so every source's rows pass the same XDMoD-rule check. Runs
+without Airflow: the DAG task passes in how to pull and where to stage; the benchmark and tests
+call it directly.
 """
 
 from __future__ import annotations
@@ -33,10 +35,15 @@ class SlurmDay:
     xdmod_resource: str
     cluster: str
     window: UsageWindow
+    kind: str = "slurm"
 
     @property
     def staged_name(self) -> str:
-        return f"slurm-{self.xdmod_resource}-{self.window.day.isoformat()}.log"
+        return f"{self.kind}-{self.xdmod_resource}-{self.window.day.isoformat()}.log"
+
+    @property
+    def raw_name(self) -> str:
+        return RAW_NAME if self.kind == "slurm" else f"raw.{self.kind}.json.gz"
 
 
 @dataclass(frozen=True)
@@ -68,8 +75,12 @@ def stage_slurm_day(
     allow_fewer_records: bool = False,
     max_quarantine_share: float = 0.01,
     spool_dir: str | None = None,
+    convert: Callable[[Path, Path], dict[str, Any]] | None = None,
 ) -> StageResult:
-    """Stage the day. ``pull`` writes raw sacct output to a stream; None replays the day's archive.
+    """Stage the day. ``pull`` writes raw source data to a stream; None replays the day's archive.
+
+    ``convert(raw, lines)`` writes sacct lines from the raw data and returns what the manifest
+    records about it (``source_counts``); without it the raw data are sacct lines.
 
     Refuses (SourceShrankError) to replace a day whose archive holds more raw lines than the new
     pull, unless ``allow_fewer_records``: a source past its retention must not erase usage.
@@ -79,24 +90,28 @@ def stage_slurm_day(
     previous = stage.read_manifest()
     with tempfile.TemporaryDirectory(prefix="xdmod-usage-", dir=spool_dir) as tmp:
         spool = Path(tmp)
-        raw_path = spool / "raw.sacct"
+        raw_path = spool / "raw"
         with open(raw_path, "wb") as raw_out:
             if pull is None:
-                if previous is None or RAW_NAME not in previous.get("files", {}):
+                if previous is None or day.raw_name not in previous.get("files", {}):
                     raise StagingError(f"no archive to replay at {stage.manifest_url}: run from the live source first")
-                with stage.open_entry(previous["files"][RAW_NAME]) as archived:
+                with stage.open_entry(previous["files"][day.raw_name]) as archived:
                     gunzip_to(archived, raw_out)
             else:
                 pull(raw_out)
 
+        lines_path, source_counts = raw_path, None
+        if convert is not None:
+            lines_path = spool / "rows.sacct"
+            source_counts = convert(raw_path, lines_path)
         staged = HashingWriter(spool / day.staged_name)
         quarantine = HashingWriter(spool / QUARANTINE_NAME)
-        with open(raw_path, "rb") as raw_in:
-            counts = check_sacct_lines(raw_in, day.window, staged.write, quarantine.write)
+        with open(lines_path, "rb") as lines_in:
+            counts = check_sacct_lines(lines_in, day.window, staged.write, quarantine.write)
         files = [
             staged.finish(day.staged_name),
             quarantine.finish(QUARANTINE_NAME),
-            gzip_file(raw_path, spool / RAW_NAME, RAW_NAME),
+            gzip_file(raw_path, spool / day.raw_name, day.raw_name),
         ]
 
         if previous is not None and not allow_fewer_records:
@@ -112,12 +127,13 @@ def stage_slurm_day(
         manifest = {
             "format": "xdmod-usage-staging/1",
             "package_version": __version__,
-            "kind": "slurm",
+            "kind": day.kind,
             "resource": day.resource,
             "xdmod_resource": day.xdmod_resource,
             "window": day.window.as_dict(),
             "source": {**source_info, "replayed_from_archive": pull is None},
             "counts": counts.as_dict(),
+            **({"source_counts": source_counts} if source_counts is not None else {}),
             "staged_name": day.staged_name,
             "xdmod_format": "slurm",
         }

@@ -1,0 +1,148 @@
+"""The PromQL that reads one UTC day of OpenShift pod requests, designed for exactness and cost.
+
+Why these queries (see README, "OpenShift"): the scripts we replace sampled the request series
+with query_range at a 15-minute step and used Prometheus' 5-minute lookback, so short pods were
+billed zero and long ones off by a lookback tail (which backfilled data does not even have). Here
+every number is an aggregate of the raw samples inside a window, which does not depend on the
+lookback at all:
+
+* ``counts``: per pod (namespace, pod, node), per window of ``resolution``, how many samples the
+  pod has: ``count_over_time`` over the window; one series per pod, not per resource.
+* ``values``: per pod and resource, the request over the day (``max_over_time``), one point each.
+* ``changed``: the few pod resources whose request changed during the day (``changes() > 0``);
+  only for those, ``refine_min/max/sum`` give per-window values to split the window exactly.
+* ``presence``: samples of the metric per minute, for holes in Prometheus' own data.
+* ``nodes`` / ``ns_annotations`` / ``ns_labels``: GPU product per node, attribution per namespace.
+
+Three scheduler replicas expose every request (differing only by ``instance``): ``max by`` the
+pod's identity collapses them without tripling usage. Windows are [T-R, T) in whole milliseconds:
+evaluated at T-1ms with a range of R-1ms on Prometheus 2 (closed ranges) and R on Prometheus 3.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from .config import OpenShiftPolicy, OpenShiftSource
+from .window import UsageWindow
+
+REQUEST_METRIC = "kube_pod_resource_request"
+# Memory by resource name only: unit="bytes" would also match ephemeral-storage.
+REQUEST_RESOURCES = r"cpu|memory|nvidia\\.com/gpu|nvidia\\.com/mig-.*"
+PRESENCE_STEP = 60
+REFINE_BATCH = 200
+
+
+def label_name(prefix: str, key: str) -> str:
+    """kube-state-metrics' label for a namespace annotation/label key (non-alphanumerics become '_')."""
+    return f"{prefix}_{re.sub(r'[^a-zA-Z0-9_]', '_', key)}"
+
+
+def _range(seconds: float, prom_major: int | None) -> str:
+    """A range selector covering [T-r, T-1ms] when evaluated at T-1ms (see module docstring)."""
+    millis = round(seconds * 1000)
+    return f"{millis - 1}ms" if (prom_major or 2) < 3 else f"{millis}ms"
+
+
+def _regex_alternation(names: Iterable[str]) -> str:
+    return "|".join(re.escape(name).replace("\\", "\\\\") for name in sorted(names))
+
+
+class DayQueries:
+    """The day's queries for one source and policy; ``fetch`` runs them, the answers are the archive."""
+
+    def __init__(
+        self, source: OpenShiftSource, policy: OpenShiftPolicy, window: UsageWindow, prom_major: int | None
+    ) -> None:
+        self.source = source
+        self.policy = policy
+        self.window = window
+        self.prom_major = prom_major
+        self.step = policy.resolution.total_seconds()
+        self.request = f'{REQUEST_METRIC}{{resource=~"{REQUEST_RESOURCES}", node!=""}}'
+        self.day_range = _range(86400, prom_major)
+        self.at = window.end.timestamp() - 0.001
+
+    def attribution_labels(self, prefix: str) -> list[str]:
+        keys = [*self.policy.pi_keys, *self.policy.project_keys, *self.policy.user_keys]
+        return sorted({label_name(prefix, key) for key in keys})
+
+    def plan(self) -> dict[str, dict[str, Any]]:
+        """Every query of the day except the refinements, which depend on ``changed``."""
+        day, start = self.day_range, self.window.start.timestamp()
+        by_pod = "namespace, pod, node"
+        ann, lab = self.attribution_labels("annotation"), self.attribution_labels("label")
+        return {
+            "counts": {
+                "range": True,
+                "query": f"max by ({by_pod}) (count_over_time({self.request}[{_range(self.step, self.prom_major)}]))",
+                "start": start + self.step - 0.001,
+                "end": self.at,
+                "step": self.step,
+            },
+            "values": {"query": f"max by ({by_pod}, resource) (max_over_time({self.request}[{day}]))"},
+            "changed": {"query": f"max by ({by_pod}, resource) (changes({self.request}[{day}])) > 0"},
+            "presence": {
+                "range": True,
+                "query": f"count(count_over_time({self.request}[{_range(PRESENCE_STEP, self.prom_major)}]))",
+                "start": start + PRESENCE_STEP - 0.001,
+                "end": self.at,
+                "step": PRESENCE_STEP,
+            },
+            "nodes": {
+                "query": f"max by (node, {self.source.gpu_product_label}) (max_over_time(kube_node_labels[{day}]))"
+            },
+            "ns_annotations": {
+                "query": f"max by (namespace, {', '.join(ann)}) (max_over_time(kube_namespace_annotations[{day}]))"
+            },
+            "ns_labels": {
+                "query": f"max by (namespace, {', '.join(lab)}) (max_over_time(kube_namespace_labels[{day}]))"
+            },
+        }
+
+    def refinements(self, changed: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Per-window min/max/sum of the changed pods' requests, in batches that keep the regex small."""
+        pods = sorted({(s["metric"].get("namespace", ""), s["metric"].get("pod", "")) for s in changed})
+        plans: dict[str, dict[str, Any]] = {}
+        window = _range(self.step, self.prom_major)
+        for number, first in enumerate(range(0, len(pods), REFINE_BATCH)):
+            batch = pods[first : first + REFINE_BATCH]
+            selector = (
+                f'{REQUEST_METRIC}{{resource=~"{REQUEST_RESOURCES}", node!="", '
+                f'namespace=~"{_regex_alternation({ns for ns, _ in batch})}", '
+                f'pod=~"{_regex_alternation({pod for _, pod in batch})}"}}'
+            )
+            for func in ("min", "max", "sum"):
+                plans[f"refine_{func}_{number}"] = {
+                    "range": True,
+                    "query": f"max by (namespace, pod, node, resource) ({func}_over_time({selector}[{window}]))",
+                    "start": self.window.start.timestamp() + self.step - 0.001,
+                    "end": self.at,
+                    "step": self.step,
+                }
+        return plans
+
+    def run(self, api: Any, plan: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        answers = {}
+        for name, spec in plan.items():
+            if spec.get("range"):
+                data = api.query_range(spec["query"], spec["start"], spec["end"], spec["step"])
+            else:
+                data = api.query(spec["query"], spec.get("at", self.at))
+            answers[name] = {**spec, "at": spec.get("at", self.at), "data": data}
+        return answers
+
+    def fetch(self, api: Any) -> dict[str, Any]:
+        """Run the day's queries; returns the raw archive (queries and answers, replayable)."""
+        answers = self.run(api, self.plan())
+        answers.update(self.run(api, self.refinements(answers["changed"]["data"]["result"])))
+        return {
+            "format": "xdmod-usage-prometheus-day/1",
+            "window": self.window.as_dict(),
+            "prometheus_major": self.prom_major,
+            "resolution_seconds": self.step,
+            "scrape_interval_seconds": self.source.scrape_interval.total_seconds(),
+            "answers": answers,
+        }
