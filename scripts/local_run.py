@@ -27,6 +27,9 @@ NEXT_DAY = DAY + dt.timedelta(days=1)
 FAKE_NOW = f"{DAY.isoformat()}T23:58:30Z"
 CLUSTER = "democluster"
 DAG_ID = f"usage_slurm_{CLUSTER}"
+OCP = "ocp-demo"  # the OpenShift resource, fed by a local Prometheus holding a generated day
+OCP_DAG_ID = f"usage_openshift_{OCP}"
+OCP_CONN_ID = "prometheus_ocp"
 MARIADB_PASSWORD = os.environ.get(
     "XU_MARIADB_PASSWORD", "xdmod-test-pw"
 )  # the throwaway local test instance of scripts/services/mariadb.sh
@@ -39,6 +42,7 @@ class LocalSite:
     state_dir: Path
     output_dir: Path
     ports: dict[str, str]
+    prometheus_url: str | None = None  # with it, the config also has the OpenShift resource
 
     @property
     def service_env(self) -> dict[str, str]:
@@ -88,6 +92,19 @@ class LocalSite:
                 }
             ],
         }
+        if self.prometheus_url:
+            config["resources"].append(
+                {
+                    "name": OCP,
+                    "kind": "openshift",
+                    "xdmod_resource": OCP.replace("-", "_"),
+                    "start_date": DAY.isoformat(),
+                    "settle_delay": "0s",
+                    "lateness_deadline": None,
+                    "source": {"prometheus_conn_id": OCP_CONN_ID, "policies": [
+                        {"effective": DAY.isoformat(), "gpu_fallback_type": "unlabelled-gpu"}]},
+                }
+            )  # fmt: skip
         self.config_path.write_text(json.dumps(config, indent=2) + "\n")
         return self.config_path
 
@@ -114,6 +131,11 @@ class LocalSite:
                     "password": MARIADB_PASSWORD,
                 }
             ),
+            **(
+                {f"AIRFLOW_CONN_{OCP_CONN_ID.upper()}": json.dumps({"conn_type": "http", "host": self.prometheus_url})}
+                if self.prometheus_url
+                else {}
+            ),
         }
 
     def airflow(self, *args: str, log: Path | None = None, extra_env: dict[str, str] | None = None):
@@ -132,22 +154,24 @@ class LocalSite:
             if proc.returncode:
                 raise SystemExit(f"airflow {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
 
-    def run_day(self, day: dt.date, conf: dict | None = None, extra_env: dict[str, str] | None = None):
+    def run_day(
+        self, day: dt.date, conf: dict | None = None, extra_env: dict[str, str] | None = None, dag_id: str = DAG_ID
+    ):
         """``airflow dags test`` for one UTC day: logical date day+1 has the window [day, day+1)."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        log = self.output_dir / f"airflow-dags-test-{day.isoformat()}.log"
-        args = ["dags", "test", DAG_ID, (day + dt.timedelta(days=1)).isoformat()]
+        log = self.output_dir / f"airflow-dags-test-{dag_id}-{day.isoformat()}.log"
+        args = ["dags", "test", dag_id, (day + dt.timedelta(days=1)).isoformat()]
         args += ["--conf", json.dumps({"dry_run": True, **(conf or {})})]
         proc = self.airflow(*args, log=log, extra_env=extra_env)
         return proc.returncode, log
 
-    def manifest(self, day: dt.date) -> dict:
-        return json.loads((self.staging_root / CLUSTER / day.isoformat() / "manifest.json").read_text())
+    def manifest(self, day: dt.date, resource: str = CLUSTER) -> dict:
+        return json.loads((self.staging_root / resource / day.isoformat() / "manifest.json").read_text())
 
-    def staged_path(self, day: dt.date) -> Path:
-        manifest = self.manifest(day)
+    def staged_path(self, day: dt.date, resource: str = CLUSTER) -> Path:
+        manifest = self.manifest(day, resource)
         entry = manifest["files"][manifest["staged_name"]]
-        return self.staging_root / CLUSTER / day.isoformat() / entry["path"]
+        return self.staging_root / resource / day.isoformat() / entry["path"]
 
 
 def services(site: LocalSite, action: str) -> None:
