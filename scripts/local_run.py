@@ -1,9 +1,10 @@
-"""Run the daily Slurm DAG end to end on local services: the demo (README command 1) and the e2e tests.
+"""Run the daily Slurm and OpenShift DAGs end to end on local services: the demo (README command 1), e2e tests.
 
 Starts a real one-node Slurm with accounting (scripts/services/slurm.sh) on a fake clock so that a
 job runs across a UTC midnight, submits the mixed workload (scripts/slurm_workload.py), runs
 ``airflow dags test`` on SQLite for the two UTC days it touched with the dry-run XDMoD runner,
-prints a summary, and stops what it started.
+then loads a generated OpenShift day into a local Prometheus (scripts/services/prometheus.sh) and runs
+the OpenShift DAG for it; prints a summary, and stops what it started.
 
     .venv/bin/python scripts/local_run.py [--keep-running]
 """
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO / "plugins") not in sys.path:  # the generator lives in the library
+    sys.path.insert(0, str(REPO / "plugins"))
 # The workload starts 90 s before this fake midnight: short jobs end on DAY, one job spans into NEXT_DAY.
 DAY = dt.date(2026, 11, 20)
 NEXT_DAY = DAY + dt.timedelta(days=1)
@@ -192,6 +195,57 @@ def fresh_cluster_with_workload(site: LocalSite) -> dict:
     return json.loads(out.read_text())
 
 
+def prometheus(site: LocalSite, *args: str) -> None:
+    env = {
+        **os.environ,
+        "XU_STATE_DIR": str(site.state_dir / "prom"),
+        "XU_PROM_PORT": site.ports.get("XU_PROM_PORT", "19090"),
+    }
+    subprocess.run([str(REPO / "scripts" / "services" / "prometheus.sh"), *args], env=env, check=True)
+
+
+def fresh_prometheus_day(site: LocalSite, pods: int = 300) -> dict:
+    """A generated OpenShift day (DAY) backfilled into a fresh local Prometheus; returns the truth."""
+    from xdmod_usage.openshift_synthetic import write_day
+
+    site.output_dir.mkdir(parents=True, exist_ok=True)
+    path = site.output_dir / f"openshift-{DAY.isoformat()}.om"
+    truth = write_day(path, DAY.isoformat(), pods=pods, seed=1).as_dict()
+    prometheus(site, "reset")
+    prometheus(site, "load", str(path))
+    prometheus(site, "start")
+    path.unlink()
+    return truth
+
+
+def print_openshift_summary(site: LocalSite, log: Path, truth: dict) -> None:
+    manifest = site.manifest(DAY, OCP)
+    source, counts = manifest["source_counts"], manifest["counts"]
+    print(f"\n=== Daily OpenShift ETL ({OCP_DAG_ID}): UTC day {DAY} ===")
+    print(f"  Prometheus: {manifest['source']['queries']['queries']} queries, "
+          f"{manifest['source']['queries']['samples']} samples fetched")  # fmt: skip
+    print(f"  pods {source['pods']}, segments {source['segments']}, rows staged {counts['staged']}, "
+          f"quarantined {counts['quarantined']}, zero-request segments {source['zero_request_segments']}")  # fmt: skip
+    print(f"  holes in Prometheus data: {source['holes']}")
+    print(f"  unattributed namespaces: {source['unattributed_namespaces']} ({source['unattributed_rows']} rows)")
+    rows = [line.split("|", 25) for line in site.staged_path(DAY, OCP).read_text().splitlines()]
+    cpu = sum(int(r[18]) / 1000 * _seconds(r) for r in rows)
+    print(
+        f"  CPU core-hours staged {cpu / 3600:.3f}; generator's truth {truth['total']['cpu_core_seconds'] / 3600:.3f}"
+    )
+    print("  XDMoD commands (dry run):")
+    for line in log.read_text().splitlines():
+        if "DRY RUN would run argv" in line:
+            print("    " + line.split("DRY RUN", 1)[1].split(" [xdmod_usage")[0].strip())
+    print(f"  first rows ({site.staged_path(DAY, OCP)}):")
+    for row in rows[:5]:
+        print("    " + "|".join(row))
+
+
+def _seconds(row: list[str]) -> float:
+    return (dt.datetime.fromisoformat(row[13]) - dt.datetime.fromisoformat(row[12])).total_seconds()
+
+
 def print_summary(site: LocalSite, days: list[dt.date], logs: dict[dt.date, Path]) -> None:
     print("\n=== Daily Slurm ETL: summary ===")
     for day in days:
@@ -227,8 +281,10 @@ def main() -> int:
     parser.add_argument("--keep-running", action="store_true", help="leave Slurm and MariaDB running")
     args = parser.parse_args()
     started = time.monotonic()
-    site = LocalSite(REPO / ".services" / "demo", REPO / "demo-output", {})
+    site = LocalSite(REPO / ".services" / "demo", REPO / "demo-output", {}, "http://127.0.0.1:19090")
     try:
+        truth = fresh_prometheus_day(site)
+        print(f"prometheus: generated OpenShift day {DAY} ({len(truth['pods'])} pods charged) loaded")
         workload = fresh_cluster_with_workload(site)
         print(f"workload: {len(workload['jobs'])} jobs submitted; fake midnight {workload['midnight_fake']}")
         site.write_config()
@@ -241,9 +297,16 @@ def main() -> int:
                 print(f"airflow dags test failed for {day}; full log: {logs[day]}", file=sys.stderr)
                 return 1
         print_summary(site, [DAY, NEXT_DAY], logs)
+        status, ocp_log = site.run_day(DAY, dag_id=OCP_DAG_ID)
+        if status != 0:
+            print(ocp_log.read_text()[-5000:])
+            print(f"airflow dags test failed for {OCP_DAG_ID}; full log: {ocp_log}", file=sys.stderr)
+            return 1
+        print_openshift_summary(site, ocp_log, truth)
     finally:
         if not args.keep_running:
             services(site, "stop")
+            prometheus(site, "stop")
     print(f"\ndemo wall time: {time.monotonic() - started:.0f} s (logs and staging under {site.output_dir})")
     return 0
 

@@ -47,7 +47,27 @@ def test_example_config_is_valid():
         (lambda d: d["staging"].update(root="ftp://host/x"), "staging.root", "file:// or s3://"),
         (lambda d: d["xdmod"].update(password="x"), "xdmod.password", "unknown key"),
         (lambda d: d["alerts"].append({"type": "slack"}), "alerts[1]", "conn_id"),
-        (lambda d: d["resources"].append(dict(d["resources"][0])), "resources[1].name", "duplicate"),
+        (lambda d: d["resources"].append(dict(d["resources"][0])), "resources[2].name", "duplicate"),
+        (
+            lambda d: d["resources"][1]["source"]["policies"].append({"effective": "2026-10-01"}),
+            "policies",
+            "ascending order",
+        ),
+        (
+            lambda d: d["resources"][1]["source"]["policies"][0].update(resolution="7m"),
+            "resources[1].source.policies[0].resolution",
+            "must divide one day",
+        ),
+        (
+            lambda d: d["resources"][1]["source"]["policies"][0].update(mig_fractions={"1g.5gb": 2}),
+            "mig_fractions",
+            "share of a GPU",
+        ),
+        (
+            lambda d: d["resources"][1]["source"].update(prometheus_url="http://x"),
+            "resources[1].source.prometheus_url",
+            "unknown key",
+        ),
         (lambda d: d["resources"][0].update(kind="openstack"), "resources[0].kind", "no collector"),
         (lambda d: d["resources"][0].update(max_quarantine_share=2), "resources[0].max_quarantine_share", "1"),
         (lambda d: d.update(resources=[]), "resources", "at least 1"),

@@ -71,7 +71,8 @@ def usage_dags(dagbag):
 
 
 def test_one_dag_per_resource_plus_the_freshness_watch(dagbag):
-    assert set(dagbag.dag_ids) == {"usage_slurm_hpc1", "xdmod_usage_freshness", "xdmod_usage_preflight"}
+    assert set(dagbag.dag_ids) == {"usage_slurm_hpc1", "usage_openshift_ocp-prod", "xdmod_usage_freshness",
+                                   "xdmod_usage_preflight"}  # fmt: skip
 
 
 def test_every_task_has_retries_backoff_and_timeout(dagbag):
@@ -106,7 +107,8 @@ def test_schedule_is_one_utc_day_midnight_to_midnight_with_catchup(dagbag):
         assert set(dag.params.keys()) >= {"dry_run", "source", "allow_fewer_records", "max_quarantine_share"}
         assert dag.max_active_runs == 2
         assert dag.doc_md and "Backfill" in dag.doc_md
-        assert {"xdmod", "slurm", "resource:hpc1"} <= set(dag.tags)
+        resource = dag.dag_id.split("_", 2)[2]
+        assert {"xdmod", dag.dag_id.split("_")[1], f"resource:{resource}"} <= set(dag.tags)
 
 
 def _restriction(dag):
