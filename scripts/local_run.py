@@ -196,9 +196,10 @@ def fresh_cluster_with_workload(site: LocalSite) -> dict:
 
 
 def prometheus(site: LocalSite, *args: str) -> None:
+    # Beside, not inside, the Slurm state dir: a fresh cluster wipes that one.
     env = {
         **os.environ,
-        "XU_STATE_DIR": str(site.state_dir / "prom"),
+        "XU_STATE_DIR": str(site.state_dir.with_name(site.state_dir.name + "-prometheus")),
         "XU_PROM_PORT": site.ports.get("XU_PROM_PORT", "19090"),
     }
     subprocess.run([str(REPO / "scripts" / "services" / "prometheus.sh"), *args], env=env, check=True)
