@@ -283,8 +283,11 @@ class OpenShiftSource(_Strict):
     prometheus_conn_id: ConnId = Field(
         description="HTTP connection: host = base URL, password = bearer token, extra verify/timeout."
     )
-    metric: Literal["scheduler"] = Field(
-        default="scheduler", description="scheduler: kube_pod_resource_request (pod-level, incl. init/overhead)."
+    metric: Literal["scheduler", "kube_state_metrics"] = Field(
+        default="scheduler",
+        description="scheduler: kube_pod_resource_request (pod-level, incl. init containers and overhead); "
+        "kube_state_metrics: kube_pod_container_resource_requests summed over containers, counted while the "
+        "pod is Running (for clusters without the scheduler metric; init containers and overhead not included).",
     )
     scrape_interval: Duration = Field(
         default=dt.timedelta(seconds=30), description="Scrape interval of the request metric: one sample = this."

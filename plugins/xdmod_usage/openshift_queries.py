@@ -29,6 +29,7 @@ from .config import OpenShiftPolicy, OpenShiftSource
 from .window import UsageWindow
 
 REQUEST_METRIC = "kube_pod_resource_request"
+KSM_REQUEST_METRIC = "kube_pod_container_resource_requests"
 # Memory by resource name only: unit="bytes" would also match ephemeral-storage.
 REQUEST_RESOURCES = r"cpu|memory|nvidia\\.com/gpu|nvidia\\.com/mig-.*"
 PRESENCE_STEP = 60
@@ -61,9 +62,22 @@ class DayQueries:
         self.window = window
         self.prom_major = prom_major
         self.step = policy.resolution.total_seconds()
-        self.request = f'{REQUEST_METRIC}{{resource=~"{REQUEST_RESOURCES}", node!=""}}'
+        self.ksm = source.metric == "kube_state_metrics"
+        self.metric = KSM_REQUEST_METRIC if self.ksm else REQUEST_METRIC
+        self.request = f'{self.metric}{{resource=~"{REQUEST_RESOURCES}", node!=""}}'
         self.day_range = _range(86400, prom_major)
         self.at = window.end.timestamp() - 0.001
+
+    def per_pod(self, inner: str) -> str:
+        """Per (namespace, pod, node, resource): replicas collapse by max; KSM containers add up."""
+        if self.ksm:
+            by_container = f"max by (namespace, pod, node, container, resource) ({inner})"
+            return f"sum by (namespace, pod, node, resource) ({by_container})"
+        return f"max by (namespace, pod, node, resource) ({inner})"
+
+    def _windowed(self, query: str, step: float) -> dict[str, Any]:
+        start = self.window.start.timestamp()
+        return {"range": True, "query": query, "start": start + step - 0.001, "end": self.at, "step": step}
 
     def attribution_labels(self, prefix: str) -> list[str]:
         keys = [*self.policy.pi_keys, *self.policy.project_keys, *self.policy.user_keys]
@@ -71,26 +85,28 @@ class DayQueries:
 
     def plan(self) -> dict[str, dict[str, Any]]:
         """Every query of the day except the refinements, which depend on ``changed``."""
-        day, start = self.day_range, self.window.start.timestamp()
+        day = self.day_range
         by_pod = "namespace, pod, node"
         ann, lab = self.attribution_labels("annotation"), self.attribution_labels("label")
+        window, minute = _range(self.step, self.prom_major), _range(PRESENCE_STEP, self.prom_major)
+        plan: dict[str, dict[str, Any]] = {}
+        if self.ksm:
+            # kube-state-metrics keeps a completed pod's request series while the pod object exists:
+            # samples are counted from the Running phase, the node per window from kube_pod_info.
+            running = 'kube_pod_status_phase{phase="Running"}'
+            plan["counts"] = self._windowed(f"max by (namespace, pod) (sum_over_time({running}[{window}]))", self.step)
+            plan["pod_nodes"] = self._windowed(
+                f'max by (namespace, pod, node) (count_over_time(kube_pod_info{{node!=""}}[{window}]))', self.step
+            )
+            presence = f"count(count_over_time({running}[{minute}]))"
+        else:
+            plan["counts"] = self._windowed(f"max by ({by_pod}) (count_over_time({self.request}[{window}]))", self.step)
+            presence = f"count(count_over_time({self.request}[{minute}]))"
+        plan["values"] = {"query": self.per_pod(f"max_over_time({self.request}[{day}])")}
+        plan["changed"] = {"query": f"max by ({by_pod}, resource) (changes({self.request}[{day}])) > 0"}
+        plan["presence"] = self._windowed(presence, PRESENCE_STEP)
         return {
-            "counts": {
-                "range": True,
-                "query": f"max by ({by_pod}) (count_over_time({self.request}[{_range(self.step, self.prom_major)}]))",
-                "start": start + self.step - 0.001,
-                "end": self.at,
-                "step": self.step,
-            },
-            "values": {"query": f"max by ({by_pod}, resource) (max_over_time({self.request}[{day}]))"},
-            "changed": {"query": f"max by ({by_pod}, resource) (changes({self.request}[{day}])) > 0"},
-            "presence": {
-                "range": True,
-                "query": f"count(count_over_time({self.request}[{_range(PRESENCE_STEP, self.prom_major)}]))",
-                "start": start + PRESENCE_STEP - 0.001,
-                "end": self.at,
-                "step": PRESENCE_STEP,
-            },
+            **plan,
             "nodes": {
                 "query": f"max by (node, {self.source.gpu_product_label}) (max_over_time(kube_node_labels[{day}]))"
             },
@@ -110,18 +126,13 @@ class DayQueries:
         for number, first in enumerate(range(0, len(pods), REFINE_BATCH)):
             batch = pods[first : first + REFINE_BATCH]
             selector = (
-                f'{REQUEST_METRIC}{{resource=~"{REQUEST_RESOURCES}", node!="", '
+                f'{self.metric}{{resource=~"{REQUEST_RESOURCES}", node!="", '
                 f'namespace=~"{_regex_alternation({ns for ns, _ in batch})}", '
                 f'pod=~"{_regex_alternation({pod for _, pod in batch})}"}}'
             )
             for func in ("min", "max", "sum"):
-                plans[f"refine_{func}_{number}"] = {
-                    "range": True,
-                    "query": f"max by (namespace, pod, node, resource) ({func}_over_time({selector}[{window}]))",
-                    "start": self.window.start.timestamp() + self.step - 0.001,
-                    "end": self.at,
-                    "step": self.step,
-                }
+                query = self.per_pod(f"{func}_over_time({selector}[{window}])")
+                plans[f"refine_{func}_{number}"] = self._windowed(query, self.step)
         return plans
 
     def run(self, api: Any, plan: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -71,6 +71,7 @@ class RowCounts:
     unattributed_rows: int = 0
     untyped_gpu_rows: int = 0
     gpu_rounding_gpu_seconds: float = 0.0
+    running_without_node_samples: int = 0
     unattributed_namespaces: list[str] = field(default_factory=list)
     holes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -86,6 +87,7 @@ class RowCounts:
             "unattributed_namespaces": self.unattributed_namespaces,
             "untyped_gpu_rows": self.untyped_gpu_rows,
             "gpu_rounding_gpu_seconds": round(self.gpu_rounding_gpu_seconds, 3),
+            "running_without_node_samples": self.running_without_node_samples,
             "holes": self.holes,
         }
 
@@ -161,12 +163,7 @@ def build_segments(archive: dict[str, Any]) -> tuple[list[Segment], RowCounts]:
                         by_window[_window_index(float(ts), start, step)] = float(value)
 
     segments: list[Segment] = []
-    for series in sorted(_result(archive, "counts"), key=lambda s: _pod_key(s["metric"])):
-        key = _pod_key(series["metric"])
-        windows = {_window_index(float(ts), start, step): int(float(n)) for ts, n in series["values"]}
-        windows = {w: n for w, n in windows.items() if n > 0}
-        if not windows:
-            continue
+    for key, windows in sorted(_window_counts(archive, start, step, counts).items()):
         counts.pods += 1
         counts.samples += sum(windows.values())
         for run in _runs(sorted(windows)):
@@ -179,6 +176,33 @@ def build_segments(archive: dict[str, Any]) -> tuple[list[Segment], RowCounts]:
             segment.seconds -= over - shift
     counts.segments = len(segments)
     return segments, counts
+
+
+def _window_counts(
+    archive: dict[str, Any], start: float, step: float, counts: RowCounts
+) -> dict[PodKey, dict[int, int]]:
+    """Samples per pod and window. With kube-state-metrics the counts come per (namespace, pod) from
+    the Running phase, and each window's node from kube_pod_info (the node with most samples)."""
+    nodes: dict[tuple[str, str], dict[int, list[tuple[int, str]]]] = defaultdict(lambda: defaultdict(list))
+    for series in _result(archive, "pod_nodes"):
+        namespace, pod, node = _pod_key(series["metric"])
+        for ts, n in series["values"]:
+            nodes[(namespace, pod)][_window_index(float(ts), start, step)].append((int(float(n)), node))
+    by_key: dict[PodKey, dict[int, int]] = defaultdict(dict)
+    for series in _result(archive, "counts"):
+        namespace, pod, node = _pod_key(series["metric"])
+        for ts, value in series["values"]:
+            window, n = _window_index(float(ts), start, step), int(float(value))
+            if n <= 0:
+                continue
+            if "node" not in series["metric"]:
+                candidates = nodes.get((namespace, pod), {}).get(window)
+                if not candidates:  # Running without a known node: counted, not guessed
+                    counts.running_without_node_samples += n
+                    continue
+                node = max(candidates)[1]
+            by_key[(namespace, pod, node)][window] = n
+    return by_key
 
 
 def _runs(windows: list[int]) -> list[list[int]]:
