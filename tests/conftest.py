@@ -204,3 +204,32 @@ def prometheus_site(tmp_path_factory):
     finally:
         run_script(script, "stop", env=env, timeout=120)
         path.unlink(missing_ok=True)
+
+
+PROM_KSM_TEST_PORT = "29091"
+
+
+@pytest.fixture(scope="session")
+def prometheus_ksm_site(tmp_path_factory):
+    """Like `prometheus_site`, but the day also holds the kube-state-metrics pod families (``ksm=True``):
+    per-container requests, pod phase and pod info, as on a cluster without the scheduler metric.
+
+    40 random pods plus the named cases, seed 11; own state dir (.services/prom-ksm-test) and port, so it
+    runs beside `prometheus_site`. Yields (base_url, truth, day), truth being `Truth.as_dict()`; stopped by
+    PID at the end of the session.
+    """
+    from xdmod_usage.openshift_synthetic import write_day
+
+    day = "2026-11-20"
+    env = {"XU_STATE_DIR": str(STATE / "prom-ksm-test"), "XU_PROM_PORT": PROM_KSM_TEST_PORT}
+    script = str(ROOT / "scripts" / "services" / "prometheus.sh")
+    path = tmp_path_factory.mktemp("openshift-ksm-day") / f"openshift-ksm-{day}.om"
+    truth = write_day(path, day, pods=40, seed=11, ksm=True).as_dict()
+    try:
+        run_script(script, "reset", env=env, timeout=120)
+        run_script(script, "load", str(path), env=env, timeout=900)  # may apt-get install prometheus
+        run_script(script, "start", env=env, timeout=300)
+        yield f"http://127.0.0.1:{PROM_KSM_TEST_PORT}", truth, day
+    finally:
+        run_script(script, "stop", env=env, timeout=120)
+        path.unlink(missing_ok=True)

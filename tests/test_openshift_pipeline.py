@@ -206,3 +206,43 @@ def test_mig_slices_count_as_their_share_of_a_gpu(prometheus_site, tmp_path):
             if (r[F["partition"]], r[F["jobname"]]) == (namespace, pod)
         ]
         assert rows and all(r[F["alloctres"]].rsplit("=", 1)[1] == expected for r in rows), rows
+
+
+def test_kube_state_metrics_source_charges_running_pods_only(prometheus_ksm_site, tmp_path):
+    """Clusters without the scheduler metric: container requests summed per pod, samples counted from the
+    Running phase, so a completed pod's lingering request series (kept while the pod object exists) is free."""
+    source = SOURCE.model_copy(update={"metric": "kube_state_metrics"})
+    rows = rows_of(stage(tmp_path, prometheus_ksm_site, source=source), tmp_path)
+    truth = prometheus_ksm_site[1]
+    got = usage_by(rows, lambda row: row[F["partition"]])
+    for namespace, expected in truth["namespaces"].items():
+        for measure in ("cpu_core_seconds", "memory_byte_seconds"):
+            assert got[namespace][measure] == pytest.approx(expected[measure], rel=1e-3), (namespace, measure)
+    pods = usage_by(rows, lambda row: f"{row[F['partition']]}/{row[F['jobname']]}")
+    for key, expected in truth["pods"].items():
+        assert pods[key]["cpu_core_seconds"] == pytest.approx(expected["cpu_core_seconds"], rel=1e-3), key
+
+
+def test_attribution_from_annotations_with_mapping_file_and_defaults(staged, prometheus_site, tmp_path):
+    _, result, rows = staged
+
+    def owners(namespace: str, table=rows) -> set[tuple[str, str, str]]:
+        return {(r[F["account"]], r[F["group"]], r[F["user"]]) for r in table if r[F["partition"]] == namespace}
+
+    assert owners("case-a") == {("9001", "alice@example.edu", "alice")}  # cf_project_id, cf_pi, requester
+    assert owners("case-b") == {("9002", "bob@example.edu", "bob@example.edu")}  # no requester: the PI
+    assert owners("case-unattributed") == {("unattributed", "carol", "carol")}  # requester as PI, no project
+    assert owners("case-bare") == {("unattributed", "unattributed", "unattributed")}
+    source_counts = result.manifest["source_counts"]
+    assert {"case-unattributed", "case-bare"} <= set(source_counts["unattributed_namespaces"])
+    assert "case-a" not in source_counts["unattributed_namespaces"]
+
+    mapping = tmp_path / "namespaces.csv"
+    mapping.write_text("namespace,pi,project,user\ncase-bare,dave@example.edu,77,\n")
+    policy = SOURCE.policies[0].model_copy(update={"mapping_file": str(mapping)})
+    mapped = stage(tmp_path / "s", prometheus_site, source=SOURCE.model_copy(update={"policies": [policy]}))
+    mapped_rows = rows_of(mapped, tmp_path / "s")
+    assert owners("case-bare", mapped_rows) == {("77", "dave@example.edu", "dave@example.edu")}
+    assert "case-bare" not in mapped.manifest["source_counts"]["unattributed_namespaces"]
+    # Attribution is not part of a row's identity: the same usage keeps its ids.
+    assert sorted(r[F["jobid"]] for r in mapped_rows) == sorted(r[F["jobid"]] for r in rows)

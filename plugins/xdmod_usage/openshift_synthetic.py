@@ -13,6 +13,12 @@ one outage hour (default 13:00-14:00 UTC) where no series has any sample. Timest
 Truth rules (see `Truth`): one scheduler replica, only samples with day_start <= ts < day_end, only samples
 of bound pods (with a node), no ephemeral-storage, each sample standing for exactly one interval of its value.
 
+With ``ksm=True`` (``--ksm``) the kube-state-metrics families a cluster without the scheduler metric is billed
+from are appended (see `_write_ksm_pods`): per-container requests (each pod split into "main" and "sidecar"),
+pod phase and pod info. They keep a completed pod's requests for 30 minutes after it ends (phase Succeeded),
+as kube-state-metrics does while the pod object exists. The truth does not change: charging the samples
+whose phase is Running gives exactly the scheduler-metric truth. Without ``ksm`` the output is unchanged.
+
 Stdlib only (importable without Airflow); memory stays small: one series' text at a time is built.
     python -m xdmod_usage.openshift_synthetic --day 2026-11-20 --pods 2000 --seed 1 --out day.om --truth t.json
 """
@@ -55,9 +61,18 @@ UNSCHEDULABLE_METRIC = "kube_pod_status_unschedulable"
 NODE_LABELS_METRIC = "kube_node_labels"
 NS_ANNOTATIONS_METRIC = "kube_namespace_annotations"
 NS_LABELS_METRIC = "kube_namespace_labels"
+# kube-state-metrics pod families (ksm=True only)
+CONTAINER_REQUESTS_METRIC = "kube_pod_container_resource_requests"
+PHASE_METRIC = "kube_pod_status_phase"
+POD_INFO_METRIC = "kube_pod_info"
+PHASES = ("Pending", "Running", "Succeeded")
+KSM_UNITS = {CPU: "core", MEMORY: "byte", EPHEMERAL: "byte"}  # any other (extended) resource: "integer"
+MAIN, SIDECAR = "main", "sidecar"
+SUCCEEDED_KEPT = 30 * 60  # seconds a completed pod object (and its KSM series) is kept after it ends
 
 GiB = 1 << 30
 MiB = 1 << 20
+SIDECAR_REQUESTS = {CPU: 100, MEMORY: 128 * MiB}  # taken from the pod's request only when it asks for more
 
 
 # ---------------------------------------------------------------------------------------------- truth types
@@ -460,8 +475,10 @@ def generate_day(
     interval: int = 30,
     offset: int = 7,
     outage_hour: int = 13,
+    ksm: bool = False,
 ) -> Truth:
-    """Write the day's OpenMetrics text to `out` and return the usage it implies (see module doc)."""
+    """Write the day's OpenMetrics text to `out` and return the usage it implies (see module doc).
+    `ksm` appends the kube-state-metrics pod families (same truth, more sample lines)."""
     if interval < 1 or not 0 <= offset < interval:
         raise ValueError("interval must be >= 1 s and 0 <= offset < interval")
     if not 0 <= outage_hour < 24:
@@ -506,6 +523,8 @@ def generate_day(
             for inst in KSM_INSTANCES:
                 pairs = [("namespace", ns), *mine, ("instance", inst), ("job", "kube-state-metrics")]
                 w.series(metric, _labels(pairs), always)
+    if ksm:
+        _write_ksm_pods(w, grid, cluster.pods)
     out.write("# EOF\n")
 
     for pod_truth in truth.pods.values():
@@ -535,6 +554,87 @@ def _write_pod_requests(w: _Writer, grid: _Grid, pod: _Pod) -> set[str]:
         if body:
             written.add(resource)
     return written
+
+
+class _Stretch(NamedTuple):
+    """A stretch of a pod object's existence as kube-state-metrics sees it, in seconds [start, end)."""
+
+    start: int
+    end: int
+    node: str | None
+    phase: str
+    requests: dict[str, int]
+
+
+def _ksm_stretches(pod: _Pod) -> list[_Stretch]:
+    """The pod's segments in time order, each bound segment that ends (not followed at once by another
+    segment: a request change) followed by SUCCEEDED_KEPT seconds of phase Succeeded on the same node with the
+    same requests, cut where the next incarnation of the name begins. A pending segment that ends is a
+    deleted pod (it never ran, so it cannot succeed): no tail."""
+    out: list[_Stretch] = []
+    for i, seg in enumerate(pod.segments):
+        out.append(_Stretch(seg.start, seg.end, seg.node, "Running" if seg.node else "Pending", seg.requests))
+        following = pod.segments[i + 1].start if i + 1 < len(pod.segments) else None
+        if seg.node is not None and following != seg.end:
+            end = seg.end + SUCCEEDED_KEPT if following is None else min(seg.end + SUCCEEDED_KEPT, following)
+            out.append(_Stretch(seg.end, end, seg.node, "Succeeded", seg.requests))
+    return out
+
+
+def _containers(requests: dict[str, int]) -> dict[str, dict[str, int]]:
+    """A pod's requests split over "main" and "sidecar": the sidecar takes SIDECAR_REQUESTS of each resource
+    the pod asks more of (nothing else), main the rest, so per resource the containers add up to the pod."""
+    main, sidecar = dict(requests), {}
+    for resource, value in SIDECAR_REQUESTS.items():
+        if requests.get(resource, 0) > value:
+            sidecar[resource] = value
+            main[resource] -= value
+    return {MAIN: main, SIDECAR: sidecar}
+
+
+def _write_ksm_pods(w: _Writer, grid: _Grid, pods: list[_Pod]) -> None:
+    """kube_pod_container_resource_requests, kube_pod_status_phase and kube_pod_info of every pod, each
+    series written once per kube-state-metrics instance, sampled on the grid over the pod's existence."""
+    stretches = [_ksm_stretches(pod) for pod in pods]
+    ksm = [("instance", inst) for inst in KSM_INSTANCES]
+
+    def emit(name: str, pairs: list[tuple[str, str | None]], body: list[str]) -> None:
+        for inst in ksm:
+            w.series(name, _labels([*pairs, inst, ("job", "kube-state-metrics")]), body)
+
+    w.family(CONTAINER_REQUESTS_METRIC)
+    for pod, mine in zip(pods, stretches, strict=True):
+        bodies: dict[tuple[str | None, str, str], list[str]] = {}  # (node, container, resource) -> samples
+        for st in mine:
+            ranges = grid.written(st.start, st.end)
+            for container, requests in _containers(st.requests).items():
+                for resource, value in requests.items():
+                    text = _fmt_value(resource, value) + " "
+                    body = bodies.setdefault((st.node, container, resource), [])
+                    body.extend([text + grid.ts[k] for a, b in ranges for k in range(a, b)])
+        for (node, container, resource), body in bodies.items():
+            pairs = [("namespace", pod.namespace), ("pod", pod.name), ("uid", pod.uid), ("container", container),
+                     ("node", node), ("resource", resource), ("unit", KSM_UNITS.get(resource, "integer"))]  # fmt: skip
+            emit(CONTAINER_REQUESTS_METRIC, pairs, body)
+
+    w.family(PHASE_METRIC)
+    for pod, mine in zip(pods, stretches, strict=True):
+        for phase in PHASES:
+            body = [("1 " if st.phase == phase else "0 ") + grid.ts[k]
+                    for st in mine for a, b in grid.written(st.start, st.end) for k in range(a, b)]  # fmt: skip
+            pairs = [("namespace", pod.namespace), ("pod", pod.name), ("uid", pod.uid), ("phase", phase)]
+            emit(PHASE_METRIC, pairs, body)
+
+    w.family(POD_INFO_METRIC)
+    for pod, mine in zip(pods, stretches, strict=True):
+        by_node: dict[str | None, list[str]] = {}
+        for st in mine:
+            by_node.setdefault(st.node, []).extend(
+                ["1 " + grid.ts[k] for a, b in grid.written(st.start, st.end) for k in range(a, b)]
+            )
+        for node, body in by_node.items():
+            emit(POD_INFO_METRIC, [("namespace", pod.namespace), ("pod", pod.name), ("uid", pod.uid),
+                                   ("node", node)], body)  # fmt: skip
 
 
 def _account_pod(truth: Truth, grid: _Grid, cluster: _Cluster, pod: _Pod) -> None:
@@ -582,10 +682,11 @@ def write_day(
     interval: int = 30,
     offset: int = 7,
     outage_hour: int = 13,
+    ksm: bool = False,
 ) -> Truth:
     """`generate_day` into a file (ASCII, LF line ends, 1 MiB buffer)."""
     with open(path, "w", encoding="ascii", newline="\n", buffering=1 << 20) as out:
-        return generate_day(out, day, pods, seed, interval=interval, offset=offset, outage_hour=outage_hour)
+        return generate_day(out, day, pods, seed, interval=interval, offset=offset, outage_hour=outage_hour, ksm=ksm)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -596,11 +697,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=int, default=30, help="scrape interval in seconds")
     parser.add_argument("--offset", type=int, default=7, help="seconds past the grid (0 <= offset < interval)")
     parser.add_argument("--outage-hour", type=int, default=13, help="UTC hour with no samples at all")
+    parser.add_argument(
+        "--ksm",
+        action="store_true",
+        help="also write the kube-state-metrics pod families (container requests, phase, info)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="OpenMetrics file to write")
     parser.add_argument("--truth", type=Path, help="write the expected usage as JSON here")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
-    truth = write_day(args.out, args.day, args.pods, args.seed, args.interval, args.offset, args.outage_hour)
+    truth = write_day(
+        args.out, args.day, args.pods, args.seed, args.interval, args.offset, args.outage_hour, ksm=args.ksm
+    )
     elapsed = time.monotonic() - t0
     if args.truth:
         args.truth.write_text(json.dumps(truth.as_dict(), indent=1) + "\n")
