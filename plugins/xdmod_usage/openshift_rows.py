@@ -467,18 +467,20 @@ def find_holes(archive: dict[str, Any], max_hole_seconds: float) -> list[dict[st
         return []
     start = _parse_time(archive["window"]["start"])
     step = float(answer["step"])
-    minutes = int(86400 // step)
+    windows = int(86400 // step)
     present = Counter()
     for series in answer["data"]["result"]:
         for ts, value in series["values"]:
             if float(value) > 0:
                 present[_window_index(float(ts), start, step)] += 1
     holes, run_start = [], None
-    for index in range(minutes + 1):
-        if index < minutes and not present[index]:
+    for index in range(windows + 1):
+        if index < windows and not present[index]:
             run_start = index if run_start is None else run_start
             continue
-        if run_start is not None and (index - run_start) * step > max_hole_seconds:
+        # Windows are at most max_hole / 2: a hole of max_hole always empties a whole window, and
+        # the empty windows plus their partly empty neighbours can span max_hole.
+        if run_start is not None and (index - run_start + 1) * step >= max_hole_seconds:
             holes.append({"start": _slurm_time(int(start + run_start * step)) + "Z",
                           "end": _slurm_time(int(start + index * step)) + "Z",
                           "minutes": round((index - run_start) * step / 60)})  # fmt: skip

@@ -8,6 +8,7 @@ that never reaches a log, and a record of every query and answer for the raw arc
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class PrometheusApi:
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.stats = QueryStats()
+        self._lock = threading.Lock()  # queries run side by side
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.base_url}{path}"
@@ -76,7 +78,8 @@ class PrometheusApi:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
-                self.stats.seconds += time.monotonic() - started
+                with self._lock:
+                    self.stats.seconds += time.monotonic() - started
                 if response.status_code not in RETRY_STATUS:
                     return self._decode(response, params)
                 problem = f"HTTP {response.status_code}: {response.text[:300]}"
@@ -98,10 +101,11 @@ class PrometheusApi:
                 f"Prometheus refused the query (HTTP {response.status_code}, {body.get('errorType', 'error')}): "
                 f"{message}\nquery: {params.get('query')}"
             )
-        self.stats.queries += 1
-        self.stats.warnings += body.get("warnings", [])
         data = body["data"]
-        self.stats.samples += count_samples(data["resultType"], data["result"])
+        with self._lock:
+            self.stats.queries += 1
+            self.stats.warnings += body.get("warnings", [])
+            self.stats.samples += count_samples(data["resultType"], data["result"])
         return data
 
     def query(self, promql: str, at: float) -> dict[str, Any]:
