@@ -189,21 +189,7 @@ def prometheus_site(tmp_path_factory):
     interfere). Yields (base_url, truth, day), truth being the JSON form (`Truth.as_dict()`, as written by
     --truth); stopped by PID at the end of the session.
     """
-    from xdmod_usage.openshift_synthetic import write_day
-
-    day = "2026-11-20"
-    env = {"XU_STATE_DIR": str(STATE / "prom-test"), "XU_PROM_PORT": PROM_TEST_PORT}
-    script = str(ROOT / "scripts" / "services" / "prometheus.sh")
-    path = tmp_path_factory.mktemp("openshift-day") / f"openshift-{day}.om"
-    truth = write_day(path, day, pods=60, seed=7).as_dict()
-    try:
-        run_script(script, "reset", env=env, timeout=120)
-        run_script(script, "load", str(path), env=env, timeout=900)  # may apt-get install prometheus
-        run_script(script, "start", env=env, timeout=300)
-        yield f"http://127.0.0.1:{PROM_TEST_PORT}", truth, day
-    finally:
-        run_script(script, "stop", env=env, timeout=120)
-        path.unlink(missing_ok=True)
+    yield from _prometheus_with_day(tmp_path_factory, "prom-test", PROM_TEST_PORT, pods=60, seed=7)
 
 
 PROM_KSM_TEST_PORT = "29091"
@@ -218,18 +204,24 @@ def prometheus_ksm_site(tmp_path_factory):
     runs beside `prometheus_site`. Yields (base_url, truth, day), truth being `Truth.as_dict()`; stopped by
     PID at the end of the session.
     """
+    yield from _prometheus_with_day(tmp_path_factory, "prom-ksm-test", PROM_KSM_TEST_PORT, pods=40, seed=11,
+                                    ksm=True)  # fmt: skip
+
+
+def _prometheus_with_day(tmp_path_factory, state: str, port: str, **day_options):
+    """Generate the day, backfill it into a fresh Prometheus (own state dir and port), yield, stop by PID."""
     from xdmod_usage.openshift_synthetic import write_day
 
     day = "2026-11-20"
-    env = {"XU_STATE_DIR": str(STATE / "prom-ksm-test"), "XU_PROM_PORT": PROM_KSM_TEST_PORT}
+    env = {"XU_STATE_DIR": str(STATE / state), "XU_PROM_PORT": port}
     script = str(ROOT / "scripts" / "services" / "prometheus.sh")
-    path = tmp_path_factory.mktemp("openshift-ksm-day") / f"openshift-ksm-{day}.om"
-    truth = write_day(path, day, pods=40, seed=11, ksm=True).as_dict()
+    path = tmp_path_factory.mktemp(state) / f"openshift-{day}.om"
+    truth = write_day(path, day, **day_options).as_dict()
     try:
         run_script(script, "reset", env=env, timeout=120)
         run_script(script, "load", str(path), env=env, timeout=900)  # may apt-get install prometheus
         run_script(script, "start", env=env, timeout=300)
-        yield f"http://127.0.0.1:{PROM_KSM_TEST_PORT}", truth, day
+        yield f"http://127.0.0.1:{port}", truth, day
     finally:
         run_script(script, "stop", env=env, timeout=120)
         path.unlink(missing_ok=True)

@@ -194,14 +194,7 @@ def test_file_layout_and_truth_recomputed_from_the_text(interval, offset, outage
             assert d.get("unit") == {"cpu": "cores", "memory": "bytes", "ephemeral-storage": "bytes"}.get(d["resource"])
 
     got = recompute(series, truth)
-    want = {k: p.as_dict() for k, p in truth.pods.items()}
-    assert sorted(got) == sorted(want)
-    for key, pod in got.items():
-        for field_name, value in pod.items():
-            expect = want[key][field_name]
-            if field_name == "runs":
-                expect = [[a, b, node, req] for a, b, node, req in expect]
-            assert value == expect, (key, field_name)
+    assert_same_as_truth(got, truth)
 
 
 def test_same_seed_same_bytes_and_other_seed_differs():
@@ -296,14 +289,7 @@ def test_ksm_is_opt_in_and_appends_only_its_families(ksm_day):
 def test_ksm_running_phase_charges_exactly_the_truth(ksm_day):
     _, truth, _, series = ksm_day
     got = recompute_ksm(series, truth)
-    want = {k: p.as_dict() for k, p in truth.pods.items()}
-    assert sorted(got) == sorted(want)
-    for key, pod in got.items():
-        for field_name, value in pod.items():
-            expect = want[key][field_name]
-            if field_name == "runs":
-                expect = [[a, b, node, req] for a, b, node, req in expect]
-            assert value == expect, (key, field_name)
+    assert_same_as_truth(got, truth)
 
 
 def test_ksm_container_labels_units_and_split(ksm_day):
@@ -626,3 +612,15 @@ def test_ksm_charged_by_running_phase_equals_the_truth_and_naive_sum_overcharges
     naive = by_namespace(requests)
     assert sum(naive.values()) > sum(want.values()) * 1.01
     assert all(naive[ns] >= want[ns] * (1 - 1e-12) for ns in want)
+
+
+def assert_same_as_truth(got: dict, truth) -> None:
+    """Usage recomputed from the written samples equals the generator's truth, pod by pod, field by field."""
+    want = {k: p.as_dict() for k, p in truth.pods.items()}
+    assert sorted(got) == sorted(want)
+    for key, pod in got.items():
+        for field_name, value in pod.items():
+            expect = want[key][field_name]
+            if field_name == "runs":
+                expect = [[a, b, node, req] for a, b, node, req in expect]
+            assert value == expect, (key, field_name)
