@@ -133,6 +133,7 @@ def test_every_task_alerts_and_every_dag_has_a_lateness_deadline():
     bag = DagBag(dag_folder=str(Path(__file__).resolve().parent.parent / "dags"))
     assert {dag.dag_id for dag in bag.dags.values()} == {
         "usage_slurm_hpc1",
+        "usage_openshift_ocp-prod",
         "xdmod_usage_freshness",
         "xdmod_usage_preflight",
     }

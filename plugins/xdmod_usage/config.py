@@ -298,6 +298,9 @@ class OpenShiftSource(_Strict):
         "is a hole in Prometheus' data, recorded in the manifest."
     )  # fmt: skip
     on_hole: Literal["warn", "fail"] = "warn"
+    parallel_queries: int = Field(
+        default=2, ge=1, le=16, description="Queries sent side by side (each is a scan of the day on the server)."
+    )
     policies: list[OpenShiftPolicy] = Field(
         default_factory=lambda: [OpenShiftPolicy(effective=dt.date(1970, 1, 1))], min_length=1
     )

@@ -33,7 +33,6 @@ KSM_REQUEST_METRIC = "kube_pod_container_resource_requests"
 # Memory by resource name only: unit="bytes" would also match ephemeral-storage.
 REQUEST_RESOURCES = r"cpu|memory|nvidia\\.com/gpu|nvidia\\.com/mig-.*"
 REFINE_BATCH = 200
-PARALLEL_QUERIES = 4
 # Presence windows divide the day; the largest not above max_hole / 2 is used (a hole of max_hole
 # then always covers a whole empty window). Per-minute windows cost ~5x more server time.
 _DAY_DIVISORS = (60, 120, 180, 240, 300, 360, 600, 720, 900, 1200, 1800, 3600)
@@ -156,7 +155,7 @@ class DayQueries:
                 data = api.query(spec["query"], spec.get("at", self.at))
             return {**spec, "at": spec.get("at", self.at), "data": data}
 
-        with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES) as pool:
+        with ThreadPoolExecutor(max_workers=self.source.parallel_queries) as pool:
             done = dict(zip(plan, pool.map(one, plan.values()), strict=True))
         return {name: done[name] for name in plan}
 
