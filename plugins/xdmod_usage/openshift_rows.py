@@ -22,7 +22,7 @@ import itertools
 import math
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,20 +76,7 @@ class RowCounts:
     holes: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "pods": self.pods,
-            "segments": self.segments,
-            "rows": self.rows,
-            "samples": self.samples,
-            "zero_request_segments": self.zero_request_segments,
-            "changed_requests": self.changed_requests,
-            "unattributed_rows": self.unattributed_rows,
-            "unattributed_namespaces": self.unattributed_namespaces,
-            "untyped_gpu_rows": self.untyped_gpu_rows,
-            "gpu_rounding_gpu_seconds": round(self.gpu_rounding_gpu_seconds, 3),
-            "running_without_node_samples": self.running_without_node_samples,
-            "holes": self.holes,
-        }
+        return {**asdict(self), "gpu_rounding_gpu_seconds": round(self.gpu_rounding_gpu_seconds, 3)}
 
 
 def _result(archive: dict[str, Any], name: str) -> list[dict[str, Any]]:
