@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import pytest
 
+from conftest import free_port
 from xdmod_usage.config import OpenShiftSource
 from xdmod_usage.openshift_pipeline import PrometheusHolesError, stage_openshift_day
 from xdmod_usage.openshift_rows import ID_EPOCH, SLOT_BITS
@@ -157,20 +158,13 @@ def test_named_cases(staged, prometheus_site):
     assert rows_for(cases["mig"][0])
 
 
-def test_prometheus_errors_fail_clearly(prometheus_site, free_tcp_port):
+def test_prometheus_errors_fail_clearly(prometheus_site):
     url = prometheus_site[0]
     with pytest.raises(PromQueryError, match="bad_data"):
         PrometheusApi(url).query("sum(", dt.datetime(2026, 11, 21, tzinfo=dt.UTC).timestamp())
-    down = PrometheusApi(f"http://127.0.0.1:{free_tcp_port}", retries=1, backoff=0.01)
+    down = PrometheusApi(f"http://127.0.0.1:{free_port()}", retries=1, backoff=0.01)
     with pytest.raises(PromUnavailableError, match="after 2 attempts"):
         down.query("up", 0)
-
-
-@pytest.fixture
-def free_tcp_port() -> int:
-    from conftest import free_port
-
-    return free_port()
 
 
 def test_policy_is_chosen_by_effective_date():

@@ -91,32 +91,35 @@ def _sacct_puller(
     return pull, info
 
 
-def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> dict[str, Any]:
-    """Pull one window from sacct (or replay the archive), check it, and commit the day."""
-    from .sacct import UnknownClusterError
-    from .slurm_pipeline import QuarantineLimitError, SlurmDay, stage_slurm_day
+def _stage_with_params(
+    site: SiteConfig,
+    resource: Resource,
+    context: dict[str, Any],
+    stage: Callable[[UsageWindow, bool, dict[str, Any]], Any],
+    refusals: tuple[type[Exception], ...],
+) -> Any:
+    """What every kind's stage task shares: the run's params, errors a retry cannot fix, metrics.
+
+    ``stage(window, replay, options)`` stages the day; ``refusals`` are the kind's own errors that
+    fail the task at once (on top of a shrunken source and the quarantine limit).
+    """
+    from .metrics import emit, stage_metrics
+    from .slurm_pipeline import QuarantineLimitError
     from .staging import SourceShrankError, StagingError
 
     window = window_from_context(context)
     params = context.get("params") or {}
-    source = resource.slurm_source()
-    day = SlurmDay(resource.name, resource.xdmod_resource, source.cluster, window)
-    timeout = _task_timeout_seconds(context)
     replay = params.get("source", "live") == "archive"
-    pull, info = _sacct_puller(resource, window, timeout)
     share = params.get("max_quarantine_share")
+    options = {
+        "allow_fewer_records": bool(params.get("allow_fewer_records", False)),
+        "max_quarantine_share": resource.max_quarantine_share if share is None else float(share),
+        "spool_dir": site.staging_for(resource).spool_dir,
+    }
     started = time.monotonic()
     try:
-        result = stage_slurm_day(
-            _staging_store(site, resource),
-            day,
-            None if replay else pull,
-            info,
-            allow_fewer_records=bool(params.get("allow_fewer_records", False)),
-            max_quarantine_share=resource.max_quarantine_share if share is None else float(share),
-            spool_dir=site.staging_for(resource).spool_dir,
-        )
-    except (SourceShrankError, QuarantineLimitError, UnknownClusterError) as exc:
+        result = stage(window, replay, options)
+    except (SourceShrankError, QuarantineLimitError, *refusals) as exc:
         raise AirflowFailException(str(exc)) from None
     except StagingError as exc:
         if replay:  # no archive to replay: retrying will not make one
@@ -124,10 +127,23 @@ def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -
         raise
     summary = result.summary()
     log.info("staged %s: counts %s", summary["manifest_url"], summary["counts"])
-    from .metrics import emit, stage_metrics
-
     emit(resource.name, stage_metrics(resource.name, summary["counts"], window.end, time.monotonic() - started))
-    return summary
+    return result
+
+
+def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> dict[str, Any]:
+    """Pull one window from sacct (or replay the archive), check it, and commit the day."""
+    from .sacct import UnknownClusterError
+    from .slurm_pipeline import SlurmDay, stage_slurm_day
+
+    source = resource.slurm_source()
+
+    def stage(window: UsageWindow, replay: bool, options: dict[str, Any]) -> Any:
+        day = SlurmDay(resource.name, resource.xdmod_resource, source.cluster, window)
+        pull, info = _sacct_puller(resource, window, _task_timeout_seconds(context))
+        return stage_slurm_day(_staging_store(site, resource), day, None if replay else pull, info, **options)
+
+    return _stage_with_params(site, resource, context, stage, (UnknownClusterError,)).summary()
 
 
 def prometheus_api(conn_id: str) -> Any:
@@ -155,47 +171,24 @@ def stage_openshift(site: SiteConfig, resource: Resource, context: dict[str, Any
     """Query one window from Prometheus (or replay the archive), build rows, check, commit."""
     from .openshift_pipeline import PrometheusHolesError, stage_openshift_day
     from .prometheus_api import PromQueryError
-    from .slurm_pipeline import QuarantineLimitError
-    from .staging import SourceShrankError, StagingError
 
-    window = window_from_context(context)
-    params = context.get("params") or {}
     source = resource.openshift_source()
-    replay = params.get("source", "live") == "archive"
-    share = params.get("max_quarantine_share")
-    started = time.monotonic()
-    try:
-        result = stage_openshift_day(
-            _staging_store(site, resource),
-            resource.name,
-            resource.xdmod_resource,
-            source,
-            window,
-            None if replay else prometheus_api(source.prometheus_conn_id),
-            source_info={"prometheus_conn_id": source.prometheus_conn_id},
-            allow_fewer_records=bool(params.get("allow_fewer_records", False)),
-            max_quarantine_share=resource.max_quarantine_share if share is None else float(share),
-            spool_dir=site.staging_for(resource).spool_dir,
-        )
-    except (SourceShrankError, QuarantineLimitError, PrometheusHolesError, PromQueryError, ValueError) as exc:
-        raise AirflowFailException(str(exc)) from None
-    except StagingError as exc:
-        if replay:
-            raise AirflowFailException(str(exc)) from None
-        raise
-    summary = result.summary()
+
+    def stage(window: UsageWindow, replay: bool, options: dict[str, Any]) -> Any:
+        api = None if replay else prometheus_api(source.prometheus_conn_id)
+        return stage_openshift_day(_staging_store(site, resource), resource.name, resource.xdmod_resource, source,
+                                   window, api, source_info={"prometheus_conn_id": source.prometheus_conn_id},
+                                   **options)  # fmt: skip
+
+    result = _stage_with_params(site, resource, context, stage, (PrometheusHolesError, PromQueryError, ValueError))
     source_counts = result.manifest["source_counts"]
     for hole in source_counts["holes"]:
         log.warning("Prometheus has no request samples %s .. %s (%s min)", hole["start"], hole["end"], hole["minutes"])
     if source_counts["unattributed_namespaces"]:
         log.warning("unattributed namespaces (charged to the default PI/project): %s",
                     ", ".join(source_counts["unattributed_namespaces"]))  # fmt: skip
-    log.info("staged %s: counts %s; source %s", summary["manifest_url"], summary["counts"],
-             {k: v for k, v in source_counts.items() if k != "unattributed_namespaces"})  # fmt: skip
-    from .metrics import emit, stage_metrics
-
-    emit(resource.name, stage_metrics(resource.name, summary["counts"], window.end, time.monotonic() - started))
-    return summary
+    log.info("source counts %s", {k: v for k, v in source_counts.items() if k != "unattributed_namespaces"})
+    return result.summary()
 
 
 def stage_day(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> dict[str, Any]:

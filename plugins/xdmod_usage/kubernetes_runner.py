@@ -189,6 +189,10 @@ STUCK_REASONS = frozenset(
 )
 
 
+def _container_statuses(status: Any) -> list[Any]:
+    return [*(status.init_container_statuses or []), *(status.container_statuses or [])]
+
+
 def run_pod_to_completion(operator: Any, timeout_s: float, poll_s: float = 2.0) -> str:
     """Run the operator's pod outside a task (the preflight command) and return the base container's log.
 
@@ -207,7 +211,7 @@ def run_pod_to_completion(operator: Any, timeout_s: float, poll_s: float = 2.0) 
             status = core.read_namespaced_pod(name, namespace).status
             if status.phase in ("Succeeded", "Failed"):
                 break
-            for state in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
+            for state in _container_statuses(status):
                 waiting = state.state.waiting if state.state else None
                 if waiting is not None and waiting.reason in STUCK_REASONS:
                     raise RuntimeError(f"pod {name} container {state.name}: {waiting.reason}: {waiting.message}")
@@ -216,9 +220,10 @@ def run_pod_to_completion(operator: Any, timeout_s: float, poll_s: float = 2.0) 
             time.sleep(poll_s)
         if status.phase == "Failed":
             failed = [
-                s for s in [*(status.init_container_statuses or []), *(status.container_statuses or [])]
+                s
+                for s in _container_statuses(status)
                 if s.state and s.state.terminated and s.state.terminated.exit_code
-            ]  # fmt: skip
+            ]
             which = failed[0].name if failed else "base"
             tail = core.read_namespaced_pod_log(name, namespace, container=which, tail_lines=5)
             raise RuntimeError(f"pod {name} failed in container {which}: {tail.strip()}")

@@ -404,21 +404,19 @@ def sacct_lines(
     kept = []
     for segment in segments:
         requests = segment.requests
-        cores = requests.get("cpu", 0.0)
-        memory = requests.get("memory", 0.0)
-        whole = requests.get(GPU, 0.0)
-        mig = sum(
-            n * mig_share(r.removeprefix(MIG_PREFIX), policy) for r, n in requests.items() if r.startswith(MIG_PREFIX)
-        )
-        if cores <= 0 and memory <= 0 and whole + mig <= 0:
+        if requests.get("cpu", 0.0) <= 0 and requests.get("memory", 0.0) <= 0 and gpu_equivalent(requests, policy) <= 0:
             counts.zero_request_segments += 1
             continue
         kept.append(segment)
     lines: list[tuple[int, bytes]] = []
     unattributed: set[str] = set()
+    owners = {
+        namespace: owner_of(namespace, metadata.get(namespace, {}), mapping, policy)
+        for namespace in {segment.namespace for segment in kept}
+    }
     for segment, job_id in zip(kept, assign_ids(kept, day), strict=True):
         requests = segment.requests
-        owner = owner_of(segment.namespace, metadata.get(segment.namespace, {}), mapping, policy)
+        owner = owners[segment.namespace]
         if not owner.attributed:
             unattributed.add(segment.namespace)
             counts.unattributed_rows += 1
