@@ -47,7 +47,7 @@ def test_example_config_is_valid():
         (lambda d: d["staging"].update(root="ftp://host/x"), "staging.root", "file:// or s3://"),
         (lambda d: d["xdmod"].update(password="x"), "xdmod.password", "unknown key"),
         (lambda d: d["alerts"].append({"type": "slack"}), "alerts[1]", "conn_id"),
-        (lambda d: d["resources"].append(dict(d["resources"][0])), "resources[2].name", "duplicate"),
+        (lambda d: d["resources"].append(dict(d["resources"][0])), "resources[3].name", "duplicate"),
         (
             lambda d: d["resources"][1]["source"]["policies"].append({"effective": "2026-10-01"}),
             "policies",
@@ -68,7 +68,18 @@ def test_example_config_is_valid():
             "resources[1].source.prometheus_url",
             "unknown key",
         ),
-        (lambda d: d["resources"][0].update(kind="openstack"), "resources[0].kind", "no collector"),
+        (lambda d: d["resources"][0].update(kind="openstack"), "resources[0].source.cluster", "unknown key"),
+        (lambda d: d["resources"][0].update(kind="azure"), "resources[0].kind", "'slurm', 'openshift' or 'openstack'"),
+        (
+            lambda d: d["resources"][2]["source"].update(cloud="mycloud"),
+            "resources[2].source",
+            "exactly one of conn_id",
+        ),
+        (
+            lambda d: d["resources"][2]["source"].update(zero_vcpus="drop"),
+            "resources[2].source.zero_vcpus",
+            "'quarantine' or 'as_one'",
+        ),
         (lambda d: d["resources"][0].update(max_quarantine_share=2), "resources[0].max_quarantine_share", "1"),
         (lambda d: d.update(resources=[]), "resources", "at least 1"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import subprocess
@@ -15,6 +16,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 XDMOD_TASKS = {"xdmod_timestamp", "xdmod_shred", "xdmod_ingest", "xdmod_aggregate"}
+CLOUD_XDMOD_TASKS = {"xdmod_timestamp", "xdmod_shred_events", "xdmod_shred_hypervisors", "xdmod_ingest",
+                     "xdmod_aggregate"}  # fmt: skip
 
 PARSE_CHILD = """
 import json, sys, time
@@ -71,8 +74,8 @@ def usage_dags(dagbag):
 
 
 def test_one_dag_per_resource_plus_the_freshness_watch(dagbag):
-    assert set(dagbag.dag_ids) == {"usage_slurm_hpc1", "usage_openshift_ocp-prod", "xdmod_usage_freshness",
-                                   "xdmod_usage_preflight"}  # fmt: skip
+    assert set(dagbag.dag_ids) == {"usage_slurm_hpc1", "usage_openshift_ocp-prod", "usage_openstack_cloud",
+                                   "xdmod_usage_freshness", "xdmod_usage_preflight"}  # fmt: skip
 
 
 def test_every_task_has_retries_backoff_and_timeout(dagbag):
@@ -87,7 +90,20 @@ def test_every_task_has_retries_backoff_and_timeout(dagbag):
 def test_xdmod_tasks_use_the_xdmod_pool_and_nothing_else_does(dagbag):
     for dag in usage_dags(dagbag):
         pools = {task.task_id: task.pool for task in dag.tasks}
-        assert {t for t, pool in pools.items() if pool == "xdmod"} == XDMOD_TASKS
+        expected = CLOUD_XDMOD_TASKS if dag.dag_id.startswith("usage_openstack_") else XDMOD_TASKS
+        assert {t for t, pool in pools.items() if pool == "xdmod"} == expected
+
+
+def test_openstack_stages_days_in_order_and_ingests_if_either_shred_ran(dagbag):
+    dag = dagbag.dags["usage_openstack_cloud"]
+    assert dag.get_task("stage").depends_on_past is True  # reads the day before's end state
+    assert not any(task.depends_on_past for task in dag.tasks if task.task_id != "stage")
+    assert dag.get_task("xdmod_shred_hypervisors").trigger_rule == "none_failed"
+    assert dag.get_task("xdmod_ingest").trigger_rule == "none_failed_min_one_success"
+    chain = ["stage", "xdmod_timestamp", "xdmod_shred_events", "xdmod_shred_hypervisors", "xdmod_ingest",
+             "xdmod_aggregate"]  # fmt: skip
+    for upstream, downstream in itertools.pairwise(chain):
+        assert downstream in dag.get_task(upstream).downstream_task_ids
 
 
 def test_schedule_is_one_utc_day_midnight_to_midnight_with_catchup(dagbag):
@@ -96,13 +112,15 @@ def test_schedule_is_one_utc_day_midnight_to_midnight_with_catchup(dagbag):
     for dag in usage_dags(dagbag):
         assert isinstance(dag.timetable, CronDataIntervalTimetable)
         assert dag.catchup is True
-        assert dag.start_date == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+        cloud = dag.dag_id.startswith("usage_openstack_")
+        first = dt.datetime(2026, 10, 31, tzinfo=dt.UTC) if cloud else dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+        assert dag.start_date == first
         assert dag.timetable.expression == "0 0 * * *" and str(dag.timetable.timezone) == "UTC"
         from airflow.timetables.interval import CronDataIntervalTimetable as SchedulerTimetable
 
         scheduler_view = SchedulerTimetable(dag.timetable.expression, dag.timetable.timezone)
         after = scheduler_view.next_dagrun_info(last_automated_data_interval=None, restriction=_restriction(dag))
-        assert after.data_interval.start == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+        assert after.data_interval.start == first
         assert after.data_interval.end - after.data_interval.start == dt.timedelta(days=1)
         assert set(dag.params.keys()) >= {"dry_run", "source", "allow_fewer_records", "max_quarantine_share"}
         assert dag.max_active_runs == 2

@@ -123,6 +123,11 @@ def test_copy_script_verifies_sha256_and_refuses_a_tampered_file(tmp_path):
     failed = subprocess.run(["/bin/sh", "-c", COPY_SCRIPT, "x", str(dest), str(bad), digest, "b.log"],
                             capture_output=True, text=True)  # fmt: skip
     assert failed.returncode != 0 and "FAILED" in failed.stdout
+    # A cloud day's file goes into the day's own directory (the shredder reads it with -d).
+    nested = subprocess.run(["/bin/sh", "-c", COPY_SCRIPT, "x", str(dest), str(good), digest, "day-1/e.json"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert nested.returncode == 0, nested.stderr
+    assert (dest / "day-1" / "e.json").read_bytes() == b"1|2|3\n"
 
 
 def _site(**xdmod) -> str:

@@ -21,7 +21,7 @@ from xdmod_usage.ssh_runner import SshRunner, SshRunnerSettings
 from xdmod_usage.staging import DayStage, Store
 from xdmod_usage.synthetic import synthetic_sacct_lines
 from xdmod_usage.window import UsageWindow
-from xdmod_usage.xdmod_commands import XdmodInput, aggregate, shred_slurm
+from xdmod_usage.xdmod_commands import XdmodInput, aggregate, shred_cloud, shred_slurm
 
 CONN_ID = "xdmod_host"
 WINDOW = UsageWindow.for_day(dt.date(2026, 11, 20))
@@ -100,6 +100,17 @@ def test_inputs_are_placed_verified_and_the_exact_argv_runs(ssh_client, staged_d
 
     runner.run(aggregate("job", "2026-11-21 00:31:07"))
     assert calls(record)[1]["argv"] == ["--aggregate=job", "--last-modified-start-date", "2026-11-21 00:31:07"]
+
+
+def test_a_cloud_day_is_placed_in_its_own_directory_and_shredded_by_directory(ssh_client, staged_day, tmp_path):
+    item, _stage, _entry = staged_day
+    remote_in, record = tmp_path / "xdmod-host" / "input", tmp_path / "record"
+    runner = SshRunner(ssh_client, SshRunnerSettings(str(remote_in), stand_ins(tmp_path / "bin", record)), open_local,
+                       timeout=60)  # fmt: skip
+    runner.run(shred_cloud("cloud", "openstack", str(remote_in), "openstack-cloud-2026-11-20", item))
+    day_dir = remote_in / "openstack-cloud-2026-11-20"
+    assert [p.name for p in day_dir.iterdir()] == [item.name]  # nothing partial or hidden left beside it
+    assert calls(record)[0]["argv"] == ["-r", "cloud", "-f", "openstack", "-d", str(day_dir)]
 
 
 def test_a_copy_that_does_not_match_the_manifest_is_removed_and_retryable(ssh_client, staged_day, tmp_path):

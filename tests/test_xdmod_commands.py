@@ -2,7 +2,15 @@
 
 import pytest
 
-from xdmod_usage.xdmod_commands import XdmodInput, aggregate, import_csv, ingest, shred_slurm
+from xdmod_usage.xdmod_commands import (
+    XdmodInput,
+    aggregate,
+    import_csv,
+    ingest,
+    ingest_datatype,
+    shred_cloud,
+    shred_slurm,
+)
 
 STAGED = XdmodInput("slurm-hpc1-2026-11-20.log", "file:///s/hpc1/2026-11-20/v-1/x.log", "ab" * 32)
 
@@ -28,3 +36,26 @@ def test_aggregate_refuses_anything_but_a_db_timestamp(bad):
 def test_resource_with_shell_characters_stays_one_argument():
     argv = shred_slurm("a b;c", "/in", STAGED).argv
     assert argv[2] == "a b;c"
+
+
+EVENTS = XdmodInput("2026-11-20T00:00:00_2026-11-20T23:59:59.json", "file:///s/cloud/2026-11-20/v-1/e.json", "cd" * 32)
+
+
+def test_cloud_shred_reads_the_days_own_directory_and_ingests_by_datatype():
+    command = shred_cloud("cloud_openstack", "openstack", "/in", "openstack-cloud_openstack-2026-11-20", EVENTS)
+    assert command.argv == (
+        "xdmod-shredder", "-r", "cloud_openstack", "-f", "openstack", "-d", "/in/openstack-cloud_openstack-2026-11-20",
+    )  # fmt: skip
+    (placed,) = command.inputs
+    assert placed.name == "openstack-cloud_openstack-2026-11-20/2026-11-20T00:00:00_2026-11-20T23:59:59.json"
+    assert (placed.url, placed.sha256) == (EVENTS.url, EVENTS.sha256)
+    specs = shred_cloud("cloud_openstack", "cloudresourcespecs", "/in", "d", EVENTS)
+    assert specs.argv[3:5] == ("-f", "cloudresourcespecs")
+    assert ingest_datatype("openstack").argv == ("xdmod-ingestor", "--datatype=openstack")
+    assert aggregate("cloud", "2026-11-21 00:31:07").argv[1] == "--aggregate=cloud"
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "a/b", "/abs"])
+def test_cloud_subdir_must_be_one_directory_name(bad):
+    with pytest.raises(ValueError, match="one directory name"):
+        shred_cloud("r", "openstack", "/in", bad, EVENTS)

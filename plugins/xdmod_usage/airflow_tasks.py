@@ -191,9 +191,79 @@ def stage_openshift(site: SiteConfig, resource: Resource, context: dict[str, Any
     return result.summary()
 
 
+def openstack_api(source: Any) -> Any:
+    """An OpenStackApi from the source's Airflow connection or clouds.yaml cloud.
+
+    Connection: host = auth URL (https assumed without a scheme), login = user name (or the
+    application credential id), password = password (or its secret); extra: project_name or
+    project_id, user_domain_name, project_domain_name (both default "Default"), region_name,
+    interface, verify (true/false) or cacert (a CA bundle path), auth_type (password or
+    v3applicationcredential). The password goes to keystoneauth only, never to a log.
+    """
+    from .openstack_api import OpenStackApi, connect
+
+    timeout = source.timeout.total_seconds()
+    if source.cloud is not None:
+        conn = connect(cloud=source.cloud, region_name=source.region_name, interface=source.interface,
+                       timeout=timeout)  # fmt: skip
+    else:
+        from airflow.sdk import BaseHook
+
+        airflow_conn = BaseHook.get_connection(source.conn_id)
+        extra = airflow_conn.extra_dejson
+        auth_url = airflow_conn.host or ""
+        if "://" not in auth_url:
+            auth_url = f"https://{auth_url}" + (f":{airflow_conn.port}" if airflow_conn.port else "")
+        auth_type = extra.get("auth_type", "password")
+        auth: dict[str, Any] = {"auth_url": auth_url, "auth_type": auth_type}
+        if auth_type == "v3applicationcredential":
+            auth.update(application_credential_id=airflow_conn.login,
+                        application_credential_secret=airflow_conn.password)  # fmt: skip
+        else:
+            auth.update(username=airflow_conn.login, password=airflow_conn.password,
+                        user_domain_name=extra.get("user_domain_name", "Default"),
+                        project_domain_name=extra.get("project_domain_name", "Default"))  # fmt: skip
+            for key in ("project_name", "project_id"):
+                if extra.get(key):
+                    auth[key] = extra[key]
+        verify = extra.get("cacert") or extra.get("verify", True)
+        if isinstance(verify, str) and verify.lower() in ("true", "false"):
+            verify = verify.lower() == "true"
+        conn = connect(auth=auth, region_name=source.region_name or extra.get("region_name"),
+                       interface=extra.get("interface", source.interface), verify=verify, timeout=timeout)  # fmt: skip
+    return OpenStackApi(conn, page_size=source.page_size, retries=source.retries)
+
+
+def stage_openstack(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> dict[str, Any]:
+    """Read one window from the OpenStack APIs (or replay the archive), build events, check, commit."""
+    from .openstack_api import OpenStackAuthError, OpenStackRequestError
+    from .openstack_pipeline import stage_openstack_day
+
+    source = resource.openstack_source()
+
+    def stage(window: UsageWindow, replay: bool, options: dict[str, Any]) -> Any:
+        api = None if replay else openstack_api(source)
+        info = {"conn_id": source.conn_id, "cloud": source.cloud, "region_name": source.region_name}
+        return stage_openstack_day(_staging_store(site, resource), resource.name, resource.xdmod_resource, window,
+                                   api, zero_vcpus=source.zero_vcpus, hypervisors=source.hypervisors,
+                                   source_info=info, **options)  # fmt: skip
+
+    refusals = (OpenStackAuthError, OpenStackRequestError, ValueError)
+    result = _stage_with_params(site, resource, context, stage, refusals)
+    source_counts = result.manifest["source_counts"]
+    for key in ("flavor_assumed", "state_assumed", "state_disagrees_with_previous_day", "zero_vcpus_mapped",
+                "unknown_projects", "unknown_users"):  # fmt: skip
+        if source_counts[key]:
+            log.warning("%s: %s", key, ", ".join(source_counts[key]))
+    if source_counts["previous_state"] is None:
+        log.warning("the day before is not staged: states and pre-resize flavors at midnight were inferred")
+    log.info("events by type %s; API %s", source_counts["events_by_type"], result.manifest["source"].get("api"))
+    return result.summary()
+
+
 def stage_day(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> dict[str, Any]:
     """The stage task of any kind of resource."""
-    stage = {"slurm": stage_slurm, "openshift": stage_openshift}[resource.kind]
+    stage = {"slurm": stage_slurm, "openshift": stage_openshift, "openstack": stage_openstack}[resource.kind]
     return stage(site, resource, context)
 
 

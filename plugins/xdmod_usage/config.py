@@ -27,10 +27,6 @@ from pydantic import (
 )
 
 CONFIG_ENV = "XDMOD_USAGE_CONFIG"
-# Kinds whose collector ships in this release; the others are accepted by the schema but refused
-# with a clear message, so a configured resource never silently lacks its DAG.
-AVAILABLE_KINDS = ("slurm", "openshift")
-
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -326,10 +322,35 @@ class OpenShiftSource(_Strict):
         return chosen[-1]
 
 
-class GenericSource(_Strict):
-    """Source options for kinds whose collectors land in later releases."""
+class OpenStackSource(_Strict):
+    """An OpenStack cloud through openstacksdk: an Airflow connection or a clouds.yaml cloud name.
 
-    conn_id: ConnId
+    The account needs the admin role: every project's servers (deleted ones included), their
+    instance actions, hypervisors, and Keystone's projects and users.
+    """
+
+    conn_id: ConnId | None = Field(
+        default=None, description="Airflow connection: host = auth URL, login/password, extra = project, "
+        "domains, region, interface, verify/cacert, auth_type (password or v3applicationcredential).",
+    )  # fmt: skip
+    cloud: str | None = Field(default=None, min_length=1, description="A clouds.yaml cloud on the worker instead.")
+    region_name: str | None = None
+    interface: Literal["public", "internal", "admin"] = "public"
+    zero_vcpus: Literal["quarantine", "as_one"] = Field(
+        default="quarantine",
+        description="An instance whose flavor has 0 vCPUs (XDMoD cannot count it): quarantine its events, "
+        "or count it as 1 vCPU. Either way it is listed in the manifest.",
+    )
+    hypervisors: bool = Field(default=True, description="Stage hypervisor sizes for XDMoD's utilization.")
+    page_size: int = Field(default=1000, ge=1, le=1000, description="Servers per list call (Nova's max_limit).")
+    timeout: Duration = dt.timedelta(seconds=60)
+    retries: int = Field(default=4, ge=0, le=10, description="Retries of a call that got a 5xx or timed out.")
+
+    @model_validator(mode="after")
+    def _one_credential_source(self) -> OpenStackSource:
+        if (self.conn_id is None) == (self.cloud is None):
+            raise ValueError("give exactly one of conn_id (an Airflow connection) or cloud (a clouds.yaml name)")
+        return self
 
 
 class Resource(_Strict):
@@ -369,6 +390,9 @@ class Resource(_Strict):
     def openshift_source(self) -> OpenShiftSource:
         return OpenShiftSource.model_validate(self.source)
 
+    def openstack_source(self) -> OpenStackSource:
+        return OpenStackSource.model_validate(self.source)
+
 
 class FreshnessConfig(_Strict):
     """The freshness watch: every resource must have its recent days staged."""
@@ -401,11 +425,6 @@ class SiteConfig(_Strict):
             seen.add(resource.dag_id)
             if resource.end_date is not None and resource.end_date < resource.start_date:
                 raise ValueError(f"resources[{index}].end_date: before start_date {resource.start_date}")
-            if resource.kind not in AVAILABLE_KINDS:
-                raise ValueError(
-                    f"resources[{index}].kind: {resource.kind!r} has no collector in this release "
-                    f"(available: {', '.join(AVAILABLE_KINDS)})"
-                )
             xdmod, staging = self.xdmod_for(resource), self.staging_for(resource)
             if (
                 xdmod.kubernetes is not None
@@ -417,7 +436,9 @@ class SiteConfig(_Strict):
                     f"resources[{index}]: file:// staging ({staging.root}) with the kubernetes runner needs "
                     "xdmod.kubernetes.staging_claim (a volume carrying the staging root), or use s3:// staging"
                 )
-            source_model = {"slurm": SlurmSource, "openshift": OpenShiftSource}.get(resource.kind, GenericSource)
+            source_model = {"slurm": SlurmSource, "openshift": OpenShiftSource, "openstack": OpenStackSource}[
+                resource.kind
+            ]
             try:
                 source_model.model_validate(resource.source)
             except ValidationError as exc:

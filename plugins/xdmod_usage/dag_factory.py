@@ -26,7 +26,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from . import airflow_tasks
 from .alerts import UsageFailureNotifier, deadline_missed
 from .config import Resource, SiteConfig, TaskPolicy, load_site_config
-from .xdmod_commands import XdmodInput, aggregate, ingest, shred_slurm
+from .xdmod_commands import XdmodInput, aggregate, ingest, ingest_datatype, shred_cloud, shred_slurm
 
 DAILY_UTC = "0 0 * * *"
 
@@ -108,21 +108,17 @@ def _lateness_deadline(site: SiteConfig, resource: Resource) -> DeadlineAlert | 
     )  # fmt: skip
 
 
-KIND_TITLES = {"slurm": "Slurm", "openshift": "OpenShift"}
+KIND_TITLES = {"slurm": "Slurm", "openshift": "OpenShift", "openstack": "OpenStack"}
 
 
-def build_job_dag(site: SiteConfig, resource: Resource) -> DAG:
-    """Slurm and OpenShift resources: both are staged in XDMoD's Slurm format, then shredded."""
-    xdmod = site.xdmod_for(resource)
-    start = dt.datetime.combine(resource.start_date, dt.time(0), tzinfo=dt.UTC)
-    settle_seconds = int(resource.settle_delay.total_seconds())
-
-    with DAG(
+def _daily_dag(site: SiteConfig, resource: Resource) -> DAG:
+    """The DAG every kind shares: one UTC day per run, catchup, alerts, params, deadline."""
+    return DAG(
         dag_id=resource.dag_id,
         description=f"Daily {KIND_TITLES[resource.kind]} usage of {resource.name} into XDMoD resource "
         f"{resource.xdmod_resource}",
         schedule=CronDataIntervalTimetable(DAILY_UTC, timezone="UTC"),
-        start_date=start,
+        start_date=dt.datetime.combine(resource.start_date, dt.time(0), tzinfo=dt.UTC),
         # The scheduler compares end_date with the interval start: midnight of the last day.
         end_date=dt.datetime.combine(resource.end_date, dt.time(0), tzinfo=dt.UTC) if resource.end_date else None,
         catchup=True,
@@ -133,49 +129,109 @@ def build_job_dag(site: SiteConfig, resource: Resource) -> DAG:
         params=_params(resource),
         deadline=_lateness_deadline(site, resource),
         render_template_as_native_obj=False,
-    ) as dag:
+    )
 
-        @task(task_id="check_window")
-        def check_window() -> dict[str, str]:
-            return airflow_tasks.check_window(get_current_context())
 
-        wait = DateTimeSensorAsync(
-            task_id="wait_for_settle",
-            target_time=f"{{{{ (data_interval_end + macros.timedelta(seconds={settle_seconds})).isoformat() }}}}",
-        )
+def _stage_tasks(site: SiteConfig, resource: Resource, **stage_args: Any) -> tuple[Any, Any]:
+    """check_window >> wait_for_settle >> stage >> xdmod_timestamp, inside the DAG being built.
 
-        @task(task_id="stage")
-        def stage() -> dict[str, Any]:
-            return airflow_tasks.stage_day(site, resource, get_current_context())
+    Returns the stage and timestamp results for the kind's XDMoD steps.
+    """
+    pool = site.xdmod_for(resource).pool
+    settle_seconds = int(resource.settle_delay.total_seconds())
 
-        @task(task_id="xdmod_timestamp", pool=xdmod.pool)
-        def xdmod_timestamp() -> str:
-            return airflow_tasks.xdmod_db_timestamp(site, resource)
+    @task(task_id="check_window")
+    def check_window() -> dict[str, str]:
+        return airflow_tasks.check_window(get_current_context())
 
-        @task(task_id="xdmod_shred", pool=xdmod.pool)
+    wait = DateTimeSensorAsync(
+        task_id="wait_for_settle",
+        target_time=f"{{{{ (data_interval_end + macros.timedelta(seconds={settle_seconds})).isoformat() }}}}",
+    )
+
+    @task(task_id="stage", **stage_args)
+    def stage() -> dict[str, Any]:
+        return airflow_tasks.stage_day(site, resource, get_current_context())
+
+    @task(task_id="xdmod_timestamp", pool=pool)
+    def xdmod_timestamp() -> str:
+        return airflow_tasks.xdmod_db_timestamp(site, resource)
+
+    staged, timestamp = stage(), xdmod_timestamp()
+    check_window() >> wait >> staged >> timestamp
+    return staged, timestamp
+
+
+def _run(site: SiteConfig, resource: Resource, build: Any) -> dict[str, Any]:
+    return airflow_tasks.run_xdmod(site, resource, get_current_context(), build)
+
+
+def _staged_input(staged: dict[str, Any], name: str) -> XdmodInput:
+    return XdmodInput(name, staged["files"][name]["url"], staged["files"][name]["sha256"])
+
+
+def build_job_dag(site: SiteConfig, resource: Resource) -> DAG:
+    """Slurm and OpenShift resources: both are staged in XDMoD's Slurm format, then shredded."""
+    pool = site.xdmod_for(resource).pool
+    with _daily_dag(site, resource) as dag:
+        staged, timestamp = _stage_tasks(site, resource)
+
+        @task(task_id="xdmod_shred", pool=pool)
         def xdmod_shred(staged: dict[str, Any]) -> dict[str, Any]:
-            entry = staged["files"][staged["staged_name"]]
-            item = XdmodInput(staged["staged_name"], entry["url"], entry["sha256"])
+            item = _staged_input(staged, staged["staged_name"])
             if staged["counts"]["staged"] == 0:
                 raise AirflowSkipException("no staged rows for this day: nothing to shred, ingest or aggregate")
-            return airflow_tasks.run_xdmod(
-                site, resource, get_current_context(), lambda d: shred_slurm(resource.xdmod_resource, d, item)
-            )
+            return _run(site, resource, lambda d: shred_slurm(resource.xdmod_resource, d, item))
 
-        @task(task_id="xdmod_ingest", pool=xdmod.pool)
+        @task(task_id="xdmod_ingest", pool=pool)
         def xdmod_ingest() -> dict[str, Any]:
-            return airflow_tasks.run_xdmod(site, resource, get_current_context(), lambda _d: ingest())
+            return _run(site, resource, lambda _d: ingest())
 
-        @task(task_id="xdmod_aggregate", pool=xdmod.pool)
+        @task(task_id="xdmod_aggregate", pool=pool)
         def xdmod_aggregate(timestamp: str) -> dict[str, Any]:
-            return airflow_tasks.run_xdmod(
-                site, resource, get_current_context(), lambda _d: aggregate("job", timestamp)
-            )
+            return _run(site, resource, lambda _d: aggregate("job", timestamp))
 
-        staged = stage()
-        timestamp = xdmod_timestamp()
-        shredded = xdmod_shred(staged)
-        check_window() >> wait >> staged >> timestamp >> shredded >> xdmod_ingest() >> xdmod_aggregate(timestamp)
+        timestamp >> xdmod_shred(staged) >> xdmod_ingest() >> xdmod_aggregate(timestamp)
+    return dag
+
+
+def build_cloud_dag(site: SiteConfig, resource: Resource) -> DAG:
+    """OpenStack resources: events and hypervisor facts shredded by directory, then the cloud realm.
+
+    The stage task depends on the previous day's (depends_on_past): it reads that day's end state
+    for flavors before a resize, so days are staged in order and a rerun is deterministic.
+    """
+    pool = site.xdmod_for(resource).pool
+    with _daily_dag(site, resource) as dag:
+        staged, timestamp = _stage_tasks(site, resource, depends_on_past=True)
+
+        @task(task_id="xdmod_shred_events", pool=pool)
+        def xdmod_shred_events(staged: dict[str, Any]) -> dict[str, Any]:
+            if staged["counts"]["staged"] == 0:
+                raise AirflowSkipException("no instance events for this day")
+            item = _staged_input(staged, staged["xdmod_inputs"]["events"])
+            return _run(site, resource, lambda d: shred_cloud(resource.xdmod_resource, "openstack", d,
+                                                              staged["input_subdir"], item))  # fmt: skip
+
+        @task(task_id="xdmod_shred_hypervisors", pool=pool, trigger_rule="none_failed")
+        def xdmod_shred_hypervisors(staged: dict[str, Any]) -> dict[str, Any]:
+            name = staged["xdmod_inputs"]["hypervisors"]
+            if name is None:
+                raise AirflowSkipException("no hypervisor facts staged (source.hypervisors: false)")
+            item = _staged_input(staged, name)
+            return _run(site, resource, lambda d: shred_cloud(resource.xdmod_resource, "cloudresourcespecs", d,
+                                                              staged["input_subdir"], item))  # fmt: skip
+
+        @task(task_id="xdmod_ingest", pool=pool, trigger_rule="none_failed_min_one_success")
+        def xdmod_ingest() -> dict[str, Any]:
+            return _run(site, resource, lambda _d: ingest_datatype("openstack"))
+
+        @task(task_id="xdmod_aggregate", pool=pool)
+        def xdmod_aggregate(timestamp: str) -> dict[str, Any]:
+            return _run(site, resource, lambda _d: aggregate("cloud", timestamp))
+
+        events = xdmod_shred_events(staged)
+        timestamp >> events >> xdmod_shred_hypervisors(staged) >> xdmod_ingest() >> xdmod_aggregate(timestamp)
     return dag
 
 
@@ -241,7 +297,7 @@ def build_preflight_dag(site: SiteConfig) -> DAG:
 def build_usage_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
     """Every per-resource DAG of the site config, keyed by dag_id (for a DAG file's globals)."""
     site = site or load_site_config()
-    builders = {"slurm": build_job_dag, "openshift": build_job_dag}  # config.AVAILABLE_KINDS names these
+    builders = {"slurm": build_job_dag, "openshift": build_job_dag, "openstack": build_cloud_dag}
     dags = {resource.dag_id: builders[resource.kind](site, resource) for resource in site.resources}
     dags[FRESHNESS_DAG_ID] = build_freshness_dag(site)
     dags[PREFLIGHT_DAG_ID] = build_preflight_dag(site)

@@ -37,6 +37,7 @@ COPY_SCRIPT = """set -eu
 dest="$1"; shift
 while [ "$#" -ge 3 ]; do
   src="$1"; sum="$2"; name="$3"; shift 3
+  mkdir -p "$(dirname "$dest/$name")"
   case "$src" in
     s3://*) aws s3 cp --only-show-errors "$src" "$dest/$name" ;;
     *) cp "$src" "$dest/$name" ;;

@@ -63,6 +63,8 @@ class StageResult:
                 for name, entry in self.manifest["files"].items()
             },
             "staged_name": self.manifest["staged_name"],
+            # Cloud kinds: which file each shredder reads, and the day's own input directory.
+            **{key: self.manifest[key] for key in ("xdmod_inputs", "input_subdir") if key in self.manifest},
         }
 
 

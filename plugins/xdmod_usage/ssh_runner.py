@@ -55,14 +55,17 @@ class SshRunner:
         return channel.recv_exit_status(), output
 
     def place_inputs(self, command: XdmodCommand) -> None:
-        directory = self.settings.input_dir
-        status, output = self._exec(["mkdir", "-p", "--", directory])
+        root = self.settings.input_dir
+        # A name may carry one directory (a cloud day's own directory, read with -d).
+        directories = sorted({f"{root}/{item.name}".rsplit("/", 1)[0] for item in command.inputs} | {root})
+        status, output = self._exec(["mkdir", "-p", "--", *directories])
         if status:
-            raise XdmodCommandError(f"cannot create {directory} on the XDMoD host: {output.strip()}", True)
+            raise XdmodCommandError(f"cannot create {directories} on the XDMoD host: {output.strip()}", True)
         with self.client.open_sftp() as sftp:
             for item in command.inputs:
-                final = f"{directory}/{item.name}"
-                partial = f"{directory}/.{item.name}.part"  # hidden: XDMoD's shredder skips dot files
+                final = f"{root}/{item.name}"
+                directory, base = final.rsplit("/", 1)
+                partial = f"{directory}/.{base}.part"  # hidden: XDMoD's shredder skips dot files
                 with self.open_input(item.url) as source, sftp.open(partial, "wb") as remote:
                     remote.set_pipelined(True)
                     for chunk in iter(lambda src=source: src.read(1 << 20), b""):

@@ -18,6 +18,7 @@ IMPORT_CSV = "xdmod-import-csv"
 
 Realm = Literal["job", "cloud", "storage"]
 CsvType = Literal["hierarchy", "group-to-hierarchy", "names", "cloud-project-to-pi"]
+CloudFormat = Literal["openstack", "cloudresourcespecs"]
 _DB_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
 
@@ -43,6 +44,20 @@ def shred_slurm(resource: str, input_dir: str, staged: XdmodInput) -> XdmodComma
     return XdmodCommand(
         "shred", (SHREDDER, "-r", resource, "-f", "slurm", "-i", f"{input_dir}/{staged.name}"), (staged,)
     )
+
+
+def shred_cloud(resource: str, fmt: CloudFormat, input_dir: str, subdir: str, staged: XdmodInput) -> XdmodCommand:
+    """Cloud formats are shredded by directory (``-i`` is refused): the day's file goes into its
+    own ``subdir`` so ``-d`` never re-reads other days."""
+    if "/" in subdir or subdir in ("", ".", ".."):
+        raise ValueError(f"subdir must be one directory name, got {subdir!r}")
+    placed = XdmodInput(f"{subdir}/{staged.name}", staged.url, staged.sha256)
+    return XdmodCommand("shred", (SHREDDER, "-r", resource, "-f", fmt, "-d", f"{input_dir}/{subdir}"), (placed,))
+
+
+def ingest_datatype(datatype: Literal["openstack"]) -> XdmodCommand:
+    """Ingest one cloud format's shredded events (and hypervisor facts) into the cloud realm."""
+    return XdmodCommand("ingest", (INGESTOR, f"--datatype={datatype}"))
 
 
 def ingest() -> XdmodCommand:
