@@ -33,6 +33,9 @@ DAG_ID = f"usage_slurm_{CLUSTER}"
 OCP = "ocp-demo"  # the OpenShift resource, fed by a local Prometheus holding a generated day
 OCP_DAG_ID = f"usage_openshift_{OCP}"
 OCP_CONN_ID = "prometheus_ocp"
+CLOUD = "cloud-demo"  # the OpenStack resource, fed by the local control plane of scripts/services/openstack.sh
+CLOUD_DAG_ID = f"usage_openstack_{CLOUD}"
+CLOUD_CONN_ID = "openstack_demo"
 MARIADB_PASSWORD = os.environ.get(
     "XU_MARIADB_PASSWORD", "xdmod-test-pw"
 )  # the throwaway local test instance of scripts/services/mariadb.sh
@@ -46,6 +49,8 @@ class LocalSite:
     output_dir: Path
     ports: dict[str, str]
     prometheus_url: str | None = None  # with it, the config also has the OpenShift resource
+    openstack_env: dict[str, str] | None = None  # openstack.sh's env.sh: the config also has the OpenStack resource
+    openstack_start: dt.date | None = None
 
     @property
     def service_env(self) -> dict[str, str]:
@@ -108,6 +113,20 @@ class LocalSite:
                         {"effective": DAY.isoformat(), "gpu_fallback_type": "unlabelled-gpu"}]},
                 }
             )  # fmt: skip
+        if self.openstack_env:
+            config["resources"].append(
+                {
+                    "name": CLOUD,
+                    "kind": "openstack",
+                    "xdmod_resource": CLOUD.replace("-", "_"),
+                    "start_date": (self.openstack_start or DAY).isoformat(),
+                    "settle_delay": "0s",
+                    "lateness_deadline": None,
+                    # The workload's zero-vCPU server is quarantined on purpose: allow its share.
+                    "max_quarantine_share": 0.2,
+                    "source": {"conn_id": CLOUD_CONN_ID},
+                }
+            )
         self.config_path.write_text(json.dumps(config, indent=2) + "\n")
         return self.config_path
 
@@ -139,7 +158,22 @@ class LocalSite:
                 if self.prometheus_url
                 else {}
             ),
+            **({f"AIRFLOW_CONN_{CLOUD_CONN_ID.upper()}": self.openstack_connection()} if self.openstack_env else {}),
         }
+
+    def openstack_connection(self) -> str:
+        """The Airflow connection to the local cloud, as an operator would enter it (admin role)."""
+        import yaml
+
+        cloud = yaml.safe_load(Path(self.openstack_env["OS_CLIENT_CONFIG_FILE"]).read_text())["clouds"][
+            self.openstack_env["XU_OS_CLOUD"]]  # fmt: skip
+        auth = cloud["auth"]
+        return json.dumps({
+            "conn_type": "generic", "host": auth["auth_url"], "login": auth["username"], "password": auth["password"],
+            "extra": {"project_name": auth["project_name"], "user_domain_name": auth.get("user_domain_name", "Default"),
+                      "project_domain_name": auth.get("project_domain_name", "Default"),
+                      "region_name": cloud.get("region_name", "RegionOne"), "interface": "public"},
+        })  # fmt: skip
 
     def airflow(self, *args: str, log: Path | None = None, extra_env: dict[str, str] | None = None):
         env = {**self.airflow_env(), **(extra_env or {})}

@@ -225,3 +225,80 @@ def _prometheus_with_day(tmp_path_factory, state: str, port: str, **day_options)
     finally:
         run_script(script, "stop", env=env, timeout=120)
         path.unlink(missing_ok=True)
+
+
+OS_TEST_PORT_BASE = "25000"
+
+
+@dataclass(frozen=True)
+class OpenStackSite:
+    """The test cloud (scripts/services/openstack.sh) after the workload: its env.sh, the day, the truth,
+    and the staging store holding DAY - 1, DAY and DAY + 1, each staged just after it closed."""
+
+    env: dict[str, str]  # service env (XU_OS_DIR, port base) plus what env.sh describes
+    day: object  # datetime.date: the workload's DAY
+    truth: dict
+    store: object  # xdmod_usage.staging.Store
+    staged: dict  # day offset -> (StageResult, the OpenStackApi used)
+
+    def connect(self):
+        from xdmod_usage.openstack_api import connect
+
+        return connect(cloud=self.env["XU_OS_CLOUD"])
+
+    def api(self, **options):
+        from xdmod_usage.openstack_api import OpenStackApi
+
+        return OpenStackApi(self.connect(), **options)
+
+    def admin_password(self) -> str:
+        import yaml
+
+        config = yaml.safe_load(Path(self.env["OS_CLIENT_CONFIG_FILE"]).read_text())
+        return config["clouds"][self.env["XU_OS_CLOUD"]]["auth"]["password"]
+
+
+@pytest.fixture(scope="session")
+def openstack_site(tmp_path_factory):
+    """A real OpenStack Zed control plane on a fake clock, and the workload's day on it.
+
+    The clock starts at 21:00 the evening before DAY (three days before today, so every day is
+    closed by the end); the workload moves it forward step by step to DAY + 2 00:05. At 00:05 of
+    each day the day before is staged from the live APIs, as the daily DAG would. Wiped first (the
+    clock never goes back), own state dir and ports; stopped by PID at the end.
+    """
+    import datetime as dt
+
+    from scripts.openstack_workload import Workload, step_time
+
+    from xdmod_usage.openstack_api import OpenStackApi, connect
+    from xdmod_usage.openstack_pipeline import stage_openstack_day
+    from xdmod_usage.staging import Store
+    from xdmod_usage.window import UsageWindow
+
+    day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).date()
+    offset = int((step_time(day, -1, "21:00") - dt.datetime.now(dt.UTC)).total_seconds())
+    os_dir = STATE / "os-test"
+    env = {"XU_OS_DIR": str(os_dir), "XU_OS_PORT_BASE": OS_TEST_PORT_BASE, "XU_OS_FAKE_CLOCK": "1"}
+    script = str(ROOT / "scripts" / "services" / "openstack.sh")
+    store = Store.from_path(tmp_path_factory.mktemp("os-staging"))
+    staged = {}
+
+    def stage_day_before(now: dt.datetime) -> None:
+        closed = now.date() - dt.timedelta(days=1)
+        api = OpenStackApi(connect(cloud=env["XU_OS_CLOUD"]))
+        result = stage_openstack_day(store, "cloud", "cloud_openstack", UsageWindow.for_day(closed), api,
+                                     max_quarantine_share=1.0)  # fmt: skip
+        staged[(closed - day).days] = (result, api)
+
+    try:
+        run_script(script, "reset", env=env, timeout=300)
+        run_script(script, "start", env={**env, "XU_OS_CLOCK_OFFSET": str(offset)}, timeout=1200)
+        env.update(read_env_sh(os_dir / "env.sh"))
+        os.environ["OS_CLIENT_CONFIG_FILE"] = env["OS_CLIENT_CONFIG_FILE"]
+        workload = Workload(env["XU_OS_CLOUD"], env)
+        workload.setup()
+        truth = workload.run(day, checkpoint=stage_day_before)
+        yield OpenStackSite(env, day, truth, store, staged)
+    finally:
+        run_script(script, "stop", env=env, timeout=300)

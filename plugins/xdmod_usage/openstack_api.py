@@ -103,11 +103,12 @@ class OpenStackApi:
         """One GET, decoded; 5xx/429/timeouts/connection errors retried with backoff."""
         from keystoneauth1 import exceptions as ks
 
-        proxy = self._proxy(service)
         shape = _path_shape(service, path)
         for attempt in range(self.retries + 1):
             started = time.monotonic()
             try:
+                # The proxy itself authenticates (catalog lookup): inside the try.
+                proxy = self._proxy(service)
                 response = proxy.get(path, params=params or {}, microversion=microversion, raise_exc=False)
             except ks.Unauthorized as exc:
                 raise OpenStackAuthError(self._auth_message(exc)) from None

@@ -75,6 +75,9 @@ ACTIONS: dict[str, Action] = {
     "reboot": Action((), None, True),
 }
 FLAVOR_CHANGES = frozenset({"resize", "revertResize", "confirmResize"})
+# Actions after which the VM may run on another host.
+HOST_CHANGES = frozenset({"migrate", "live-migration", "evacuate", "resize", "confirmResize", "revertResize",
+                          "unshelve"})  # fmt: skip
 
 
 def parse_time(text: str | None) -> dt.datetime | None:
@@ -197,6 +200,9 @@ class _Timeline:
     state_at_start: str
     steps: list[tuple[dt.datetime, dict[str, Any], Action]]
     flavors: list[Flavor]  # flavors[0] at the start, then one after every flavor change in steps
+    assumed: frozenset[int]  # indexes into flavors the API could not give
+    host: str | None  # where it ran in the window (the previous day's host when known: reruns match)
+    end_host: str | None
 
 
 class _InstanceBuilder:
@@ -230,7 +236,11 @@ class _InstanceBuilder:
         ok = [(m, a, t) for m, a, t in known if (a.get("message") or "").lower() != "error"]
         self.counts.skipped["failed_action"] += len(known) - len(ok)
         exists, running, state = self._state_at_start(server, ok)
-        return _Timeline(server, exists, running, state, ok, self._flavors(server, ok))
+        flavors, assumed = self._flavors(server, ok)
+        current = server.get("OS-EXT-SRV-ATTR:host")
+        host = self.previous.get(server["id"], {}).get("host") or current
+        moved = any(action["action"] in HOST_CHANGES and moment < self.end for moment, action in dated)
+        return _Timeline(server, exists, running, state, ok, flavors, assumed, host, current if moved else host)
 
     def _state_at_start(self, server: dict[str, Any], ok: list[tuple[dt.datetime, dict[str, Any], Action]]
                         ) -> tuple[bool, bool, str]:  # fmt: skip
@@ -264,40 +274,44 @@ class _InstanceBuilder:
         vm_state = server.get("OS-EXT-STS:vm_state") or ""
         return vm_state in RUNNING_STATES
 
-    def _flavors(self, server: dict[str, Any], ok: list[tuple[dt.datetime, dict[str, Any], Action]]) -> list[Flavor]:
-        """The flavor at the start and after each flavor change (resize, revert, confirm).
+    def _flavors(self, server: dict[str, Any], ok: list[tuple[dt.datetime, dict[str, Any], Action]]
+                 ) -> tuple[list[Flavor], frozenset[int]]:  # fmt: skip
+        """The flavor at the start and after each flavor change (resize, revert, confirm), and
+        which of them are assumed.
 
-        Known: the previous day's end flavor and the current one. A flavor between two resizes is
-        unknown to the API: it is taken to be the next known one, and the instance is listed.
+        Known: the previous day's end flavor and the current one. A flavor the API cannot give (the
+        target of a reverted resize, the flavor before a resize on a first day) is taken to be the
+        next known one, and the instance is listed.
         """
-        sid = server["id"]
         now = Flavor.from_server(server.get("flavor"))
-        before = self.previous.get(sid, {}).get("flavor")
-        slots: list[Flavor | None] = [Flavor.from_state(before) if before else None]
-        stack: list[Flavor | None] = []
+        before = self.previous.get(server["id"], {}).get("flavor")
+        # Each slot is a one-item list: a confirm shares its resize's slot, so learning the current
+        # flavor resolves both.
+        first: list[Flavor | None] = [Flavor.from_state(before) if before else None]
+        slots, stack = [first], []
         for _moment, action, _transition in ok:
             name = action["action"]
             if name == "resize":
                 stack.append(slots[-1])
-                slots.append(None)
+                slots.append([None])
             elif name == "revertResize":
-                slots.append(stack.pop() if stack else None)
+                slots.append(stack.pop() if stack else [None])
             elif name == "confirmResize":
                 stack.clear()
                 slots.append(slots[-1])
-        if slots[-1] is None:
-            slots[-1] = now
-        assumed = False
+        if slots[-1][0] is None:
+            slots[-1][0] = now
+        assumed = set()
         for index in range(len(slots) - 2, -1, -1):
-            if slots[index] is None:
-                slots[index] = slots[index + 1]
-                # Without a resize since the start the flavor never changed: nothing is assumed.
-                assumed = assumed or len(slots) > 1
+            if slots[index][0] is None:
+                assumed.add(index)
+                slots[index] = [slots[index + 1][0]]
         if assumed:
-            self.counts.flavor_assumed.append(sid)
-        if any(slot is None for slot in slots):
-            return []
-        return [slot for slot in slots if slot is not None]
+            self.counts.flavor_assumed.append(server["id"])
+        flavors = [slot[0] for slot in slots]
+        if any(flavor is None for flavor in flavors):
+            return [], frozenset()
+        return flavors, frozenset(assumed)  # type: ignore[return-value]
 
     # --- events -----------------------------------------------------------------------------
 
@@ -319,9 +333,8 @@ class _InstanceBuilder:
             run_since = None
 
         for moment, action, transition in line.steps:
-            if moment >= self.end:
-                self.counts.actions_outside_window += 1
-                continue
+            if moment >= self.end:  # after the window (read only to know the state before it)
+                break
             name = action["action"]
             before_flavor = line.flavors[flavor_index]
             if name in FLAVOR_CHANGES:
@@ -337,7 +350,12 @@ class _InstanceBuilder:
                 at, flavor = moment, line.flavors[flavor_index]
                 if event_type == "compute.instance.resize.start":
                     at, flavor = max(parse_time(action.get("start_time")) or moment, self.start), before_flavor
-                events.append(self._event(server, event_type, at, flavor, new_state, action.get("request_id")))
+                elif event_type == "compute.instance.finish_resize.end" and flavor_index in line.assumed:
+                    # The target of a resize reverted later is not in the API: no event beats a wrong
+                    # one (XDMoD changes a session's flavor only at the confirm).
+                    self.counts.skipped["resize_target_flavor_unknown"] += 1
+                    continue
+                events.append(self._event(line, event_type, at, flavor, new_state, action.get("request_id")))
             if not now_running:
                 close_run(moment)
             elif run_since is None:
@@ -347,11 +365,11 @@ class _InstanceBuilder:
         close_run(self.end)
         # Heartbeats after the actions at the same instant; sort keeps the actions' order.
         events.sort(key=lambda e: e["generated"])
-        events.extend(self._heartbeats(server, intervals))
+        events.extend(self._heartbeats(line, intervals))
         events.sort(key=lambda e: (e["generated"], e["event_type"] == EXISTS))
 
         reason = None
-        zero = [f.name for f in line.flavors[: flavor_index + 1] if f.vcpus < 1]
+        zero = [f.name for f in line.flavors[: flavor_index + 1] if f.vcpus < 1] if events else []
         if zero and self.zero_vcpus == "quarantine":
             reason = ("zero_vcpus", f"flavor {zero[0]!r} has 0 vCPUs (set zero_vcpus: as_one to count it as 1)")
         elif zero:
@@ -366,11 +384,11 @@ class _InstanceBuilder:
         end_state = None
         if exists:
             end_state = {"vm_state": state, "running": running, "flavor": line.flavors[flavor_index].as_dict(),
-                         "host": server.get("OS-EXT-SRV-ATTR:host") or self.previous.get(server["id"], {}).get("host"),
-                         "project_id": server.get("tenant_id"), "user_id": server.get("user_id")}  # fmt: skip
+                         "host": line.end_host, "project_id": server.get("tenant_id"),
+                         "user_id": server.get("user_id")}  # fmt: skip
         return events, reason, end_state
 
-    def _heartbeats(self, server: dict[str, Any], intervals: list[tuple[dt.datetime, dt.datetime, Flavor]]
+    def _heartbeats(self, line: _Timeline, intervals: list[tuple[dt.datetime, dt.datetime, Flavor]]
                     ) -> list[dict[str, Any]]:  # fmt: skip
         """One exists event per hour the VM ran: one second before its running part of that hour ends."""
         beats: dict[dt.datetime, tuple[dt.datetime, Flavor]] = {}
@@ -382,14 +400,15 @@ class _InstanceBuilder:
                 hour += HOUR
         out = []
         for hour, (moment, flavor) in sorted(beats.items()):
-            event = self._event(server, EXISTS, moment, flavor, "active", None)
+            event = self._event(line, EXISTS, moment, flavor, "active", None)
             event["audit_period_beginning"] = hour.strftime("%Y-%m-%dT%H:%M:%S")
             event["audit_period_ending"] = (hour + HOUR).strftime("%Y-%m-%dT%H:%M:%S")
             out.append(event)
         return out
 
-    def _event(self, server: dict[str, Any], event_type: str, moment: dt.datetime, flavor: Flavor, state: str,
+    def _event(self, line: _Timeline, event_type: str, moment: dt.datetime, flavor: Flavor, state: str,
                request_id: str | None) -> dict[str, Any]:  # fmt: skip
+        server = line.server
         sid, project_id, user_id = server["id"], server.get("tenant_id") or "", server.get("user_id") or ""
         project = self.identity["projects"].get(project_id)
         user = self.identity["users"].get(user_id)
@@ -421,12 +440,10 @@ class _InstanceBuilder:
         domain = self.identity["domains"].get((project or {}).get("domain_id") or "", {}).get("name")
         if domain:
             event["domain"] = domain
-        host = server.get("OS-EXT-SRV-ATTR:host") or self.previous.get(sid, {}).get("host")
-        if host:
-            event["host"] = host
-        launched = parse_time(server.get("OS-SRV-USG:launched_at"))
-        if launched is not None:
-            event["launched_at"] = launched.strftime("%Y-%m-%dT%H:%M:%S")
+        if line.host:
+            event["host"] = line.host
+        # No launched_at: XDMoD does not read it, and Nova moves it at every resize or unshelve, so a
+        # rerun after one would differ.
         if request_id:
             event["request_id"] = request_id
         return event
@@ -472,9 +489,7 @@ def build_day(archive: dict[str, Any], previous: dict[str, Any] | None, *,
             )
         line = builder.timeline(server, archive["actions"].get(server["id"], []))
         instance_events, problem, state = builder.build(line)
-        if problem is not None and not instance_events:
-            counts.skipped[f"{problem[0]}_without_events"] += 1  # nothing of it reaches XDMoD today
-        elif problem is not None:
+        if problem is not None:
             code, reason = problem
             counts.quarantined[code] += len(instance_events)
             quarantine.append({"instance_id": server["id"], "reason": reason, "events": instance_events})
