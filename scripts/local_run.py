@@ -4,9 +4,11 @@ Starts a real one-node Slurm with accounting (scripts/services/slurm.sh) on a fa
 job runs across a UTC midnight, submits the mixed workload (scripts/slurm_workload.py), runs
 ``airflow dags test`` on SQLite for the two UTC days it touched with the dry-run XDMoD runner,
 then loads a generated OpenShift day into a local Prometheus (scripts/services/prometheus.sh) and runs
-the OpenShift DAG for it; prints a summary, and stops what it started.
+the OpenShift DAG for it, then starts a local OpenStack control plane on a fake clock
+(scripts/services/openstack.sh), plays a day of VM life on it (scripts/openstack_workload.py) and runs
+the OpenStack DAG for each day right after it closes; prints a summary, and stops what it started.
 
-    .venv/bin/python scripts/local_run.py [--keep-running]
+    .venv/bin/python scripts/local_run.py [--keep-running] [--skip-openstack]
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO / "plugins") not in sys.path:  # the generator lives in the library
-    sys.path.insert(0, str(REPO / "plugins"))
+for path in (REPO / "plugins", REPO):  # the library (generator) and scripts.openstack_workload
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 # The workload starts 90 s before this fake midnight: short jobs end on DAY, one job spans into NEXT_DAY.
 DAY = dt.date(2026, 11, 20)
 NEXT_DAY = DAY + dt.timedelta(days=1)
@@ -277,6 +281,74 @@ def print_openshift_summary(site: LocalSite, log: Path, truth: dict) -> None:
         print("    " + "|".join(row))
 
 
+def openstack_dir(site: LocalSite) -> Path:
+    return site.state_dir.with_name(site.state_dir.name + "-openstack")
+
+
+def openstack(site: LocalSite, *args: str, env: dict[str, str] | None = None) -> None:
+    """scripts/services/openstack.sh for the demo's cloud (its own state dir beside Slurm's)."""
+    full = {**os.environ, "XU_OS_DIR": str(openstack_dir(site)), "XU_OS_FAKE_CLOCK": "1",
+            "XU_OS_PORT_BASE": site.ports.get("XU_OS_PORT_BASE", "15000"), **(env or {})}  # fmt: skip
+    subprocess.run([str(REPO / "scripts" / "services" / "openstack.sh"), *args], env=full, check=True)
+
+
+def run_openstack_days(site: LocalSite) -> tuple[LocalSite, dict[dt.date, Path]]:
+    """A fresh local cloud on a fake clock, the workload played on DAY, and the OpenStack DAG run for
+    each day right after it closes (00:05 UTC), as the scheduler would; returns the logs by day."""
+    from scripts.openstack_workload import Workload, step_time
+
+    openstack(site, "reset")
+    offset = int((step_time(DAY, -1, "21:00") - dt.datetime.now(dt.UTC)).total_seconds())
+    openstack(site, "start", env={"XU_OS_CLOCK_OFFSET": str(offset)})
+    os_dir = openstack_dir(site)
+    described = {}
+    for line in (os_dir / "env.sh").read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            (described[key],) = shlex.split(value)
+    os.environ["OS_CLIENT_CONFIG_FILE"] = described["OS_CLIENT_CONFIG_FILE"]
+    cloud_site = replace(site, openstack_env=described, openstack_start=DAY - dt.timedelta(days=1))
+    cloud_site.write_config()
+    logs: dict[dt.date, Path] = {}
+
+    def run_closed_day(now: dt.datetime) -> None:
+        closed = now.date() - dt.timedelta(days=1)
+        status, logs[closed] = cloud_site.run_day(closed, dag_id=CLOUD_DAG_ID)
+        if status != 0:
+            print(logs[closed].read_text()[-5000:])
+            raise SystemExit(f"airflow dags test failed for {CLOUD_DAG_ID} {closed}; full log: {logs[closed]}")
+        print(f"openstack: {CLOUD_DAG_ID} ran for {closed} at the cloud's {now:%Y-%m-%d %H:%M} UTC")
+
+    workload = Workload(described["XU_OS_CLOUD"], {"XU_OS_DIR": str(os_dir)})
+    workload.setup()
+    workload.run(DAY, checkpoint=run_closed_day)
+    return cloud_site, logs
+
+
+def print_openstack_summary(site: LocalSite, logs: dict[dt.date, Path]) -> None:
+    manifest = site.manifest(DAY, CLOUD)
+    source, counts = manifest["source_counts"], manifest["counts"]
+    day_dir = site.staging_root / CLOUD / DAY.isoformat()
+    print(f"\n=== Daily OpenStack ETL ({CLOUD_DAG_ID}): UTC day {DAY} ===")
+    print(f"  API: {manifest['source']['api']['calls']} calls {manifest['source']['api']['by_path']}")
+    print(f"  servers {source['servers']}, events staged {counts['staged']} (heartbeats {source['heartbeats']}), "
+          f"quarantined {counts['quarantined']}, skipped {counts['skipped']}")  # fmt: skip
+    print(f"  previous day's state: {source['previous_state']}")
+    print(f"  flavor assumed for: {source['flavor_assumed']}; hypervisors {source['hypervisors']}")
+    for name, entry in manifest["files"].items():
+        print(f"  {name:<48} {entry['bytes']:>7} B  sha256 {entry['sha256'][:16]}…")
+    print("  XDMoD commands (dry run):")
+    for line in logs[DAY].read_text().splitlines():
+        if "DRY RUN would run argv" in line:
+            print("    " + line.split("DRY RUN", 1)[1].split(" [xdmod_usage")[0].strip())
+    events = json.loads((day_dir / manifest["files"][manifest["xdmod_inputs"]["events"]]["path"]).read_text())
+    print("  instance events other than the hourly heartbeats:")
+    for event in events:
+        if event["event_type"] != "compute.instance.exists":
+            print(f"    {event['generated']}  {event['event_type']:<38} {event['instance_id'][:8]} "
+                  f"{event['project_name']:<6} {event['instance_type']:<7} vcpus {event['vcpus']}")  # fmt: skip
+
+
 def _seconds(row: list[str]) -> float:
     return (dt.datetime.fromisoformat(row[13]) - dt.datetime.fromisoformat(row[12])).total_seconds()
 
@@ -313,7 +385,9 @@ def print_summary(site: LocalSite, days: list[dt.date], logs: dict[dt.date, Path
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep-running", action="store_true", help="leave Slurm and MariaDB running")
+    parser.add_argument("--keep-running", action="store_true", help="leave the local services running")
+    parser.add_argument("--skip-openstack", action="store_true",
+                        help="leave out the OpenStack part (its control plane takes ~2 GB RAM and ~2 min)")  # fmt: skip
     args = parser.parse_args()
     started = time.monotonic()
     site = LocalSite(REPO / ".services" / "demo", REPO / "demo-output", {}, "http://127.0.0.1:19090")
@@ -338,10 +412,15 @@ def main() -> int:
             print(f"airflow dags test failed for {OCP_DAG_ID}; full log: {ocp_log}", file=sys.stderr)
             return 1
         print_openshift_summary(site, ocp_log, truth)
+        if not args.skip_openstack:
+            cloud_site, cloud_logs = run_openstack_days(site)
+            print_openstack_summary(cloud_site, cloud_logs)
     finally:
         if not args.keep_running:
             services(site, "stop")
             prometheus(site, "stop")
+            if not args.skip_openstack:
+                openstack(site, "stop")
     print(f"\ndemo wall time: {time.monotonic() - started:.0f} s (logs and staging under {site.output_dir})")
     return 0
 

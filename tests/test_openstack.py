@@ -201,7 +201,7 @@ def test_calls_grow_with_changed_servers_not_with_history(openstack_site, staged
     result, api = results[0]
     calls = result.manifest["source"]["api"]["by_path"]
     raw = day_archive(store, openstack_site.day)
-    assert calls["compute /servers/{id}/os-instance-actions"] == len(raw["servers_changed"])
+    assert calls["compute /servers/{id}/os-instance-actions"] == len(raw["compute"]["servers_changed"])
     assert calls["compute /servers/detail"] == 2  # changed since the day start, and all live servers
     assert not any("os-instance-actions/" in path for path in calls)  # no call per action
     assert api.stats.retries == 0
@@ -372,3 +372,17 @@ def test_archive_replay_needs_no_cloud(openstack_site, cloud_site):
     name = after["xdmod_inputs"]["events"]
     assert after["files"][name]["sha256"] == before["files"][name]["sha256"]
     assert after["source"]["replayed_from_archive"] is True
+
+
+def test_preflight_checks_the_account_microversion_and_admin_role(openstack_site):
+    from xdmod_usage.config import Resource
+    from xdmod_usage.preflight import _guard, check_openstack_source
+
+    resource = Resource.model_validate({"name": "cloud", "kind": "openstack", "xdmod_resource": "cloud_openstack",
+                                        "start_date": "2026-11-01", "source": {"cloud": "xu-admin"}})  # fmt: skip
+    (good,) = _guard("cloud source", lambda: check_openstack_source(resource, openstack_site.api()))
+    assert good.ok is True and "Nova speaks up to 2.93" in good.detail and "1 hypervisor(s)" in good.detail
+    auth = {"auth_url": openstack_site.env["XU_OS_AUTH_URL"], "username": "alice", "password": "workload-user-pw",
+            "project_name": "alpha", "user_domain_name": "Default", "project_domain_name": "Default"}  # fmt: skip
+    (member,) = _guard("cloud source", lambda: check_openstack_source(resource, OpenStackApi(connect(auth=auth))))
+    assert member.ok is False and "admin role" in member.detail  # a project member cannot read usage

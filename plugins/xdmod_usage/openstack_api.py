@@ -257,9 +257,11 @@ def fetch_day(api: OpenStackApi, start: dt.datetime, end: dt.datetime, *, hyperv
         "format": "xdmod-usage-openstack-raw/1",
         "window": {"start": _iso(start), "end": _iso(end)},
         "compute_microversion": COMPUTE_MICROVERSION,
-        "servers_changed": sorted(changed, key=lambda s: s["id"]),
-        "servers_steady": sorted(steady, key=lambda s: s["id"]),
-        "actions": actions,
+        "compute": {
+            "servers_changed": sorted(changed, key=lambda s: s["id"]),
+            "servers_steady": sorted(steady, key=lambda s: s["id"]),
+            "actions": actions,
+        },
         "identity": identity,
         "hypervisors": sorted(api.hypervisors(), key=lambda h: h["id"]) if hypervisors else None,
     }

@@ -467,16 +467,15 @@ def hypervisor_facts(hypervisors: list[dict[str, Any]] | None, ts: dt.datetime,
     return {"hypervisors": sorted(rows, key=lambda r: r["id"]), "ts": ts.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
-def build_day(archive: dict[str, Any], previous: dict[str, Any] | None, *,
-              zero_vcpus: Literal["quarantine", "as_one"] = "quarantine",
-              previous_name: str | None = None) -> DayEvents:  # fmt: skip
-    """The day's events, quarantine, end state and hypervisor facts from the raw archive.
+Records = list[dict[str, Any]]
 
-    ``previous``: the previous day's end state (``{"instances": {...}}``) or None.
-    """
-    counts = EventCounts(previous_state=previous_name if previous is not None else None)
+
+def compute_events(archive: dict[str, Any], previous: dict[str, Any] | None, zero_vcpus: str,
+                   counts: EventCounts) -> tuple[Records, Records, dict[str, Any]]:  # fmt: skip
+    """Nova's part of the day: instance events and heartbeats, quarantine, instance end states."""
+    compute = archive["compute"]
     builder = _InstanceBuilder(archive, previous, zero_vcpus, counts)
-    servers = archive["servers_changed"] + archive["servers_steady"]
+    servers = compute["servers_changed"] + compute["servers_steady"]
     counts.servers = len(servers)
     events: list[dict[str, Any]] = []
     quarantine: list[dict[str, Any]] = []
@@ -487,7 +486,7 @@ def build_day(archive: dict[str, Any], previous: dict[str, Any] | None, *,
                 f"server {server['id']} is listed with status UNKNOWN: its cell is down, so the day would be "
                 "incomplete. Nothing was staged; rerun when all cells answer."
             )
-        line = builder.timeline(server, archive["actions"].get(server["id"], []))
+        line = builder.timeline(server, compute["actions"].get(server["id"], []))
         instance_events, problem, state = builder.build(line)
         if problem is not None:
             code, reason = problem
@@ -498,7 +497,34 @@ def build_day(archive: dict[str, Any], previous: dict[str, Any] | None, *,
             counts.events.update(event["event_type"] for event in instance_events)
         if state is not None:
             end_state[server["id"]] = state
+    return events, quarantine, end_state
+
+
+# One builder per service the archive holds, each with its own key in the end state. Block storage
+# (Cinder's volume.create.end, attach/detach, volume.delete.end) will add "block_storage" here and
+# a reader in openstack_api.fetch_day; the events file, quarantine and manifest take it as it is.
+SERVICES = {"compute": ("instances", compute_events)}
+
+
+def build_day(archive: dict[str, Any], previous: dict[str, Any] | None, *,
+              zero_vcpus: Literal["quarantine", "as_one"] = "quarantine",
+              previous_name: str | None = None) -> DayEvents:  # fmt: skip
+    """The day's events, quarantine, end state and hypervisor facts from the raw archive.
+
+    ``previous``: the previous day's end state (``{"instances": {...}}``) or None.
+    """
+    counts = EventCounts(previous_state=previous_name if previous is not None else None)
+    events: list[dict[str, Any]] = []
+    quarantine: list[dict[str, Any]] = []
+    end_state: dict[str, Any] = {}
+    for service, (state_key, build) in SERVICES.items():
+        if service not in archive:
+            continue
+        before = None if previous is None else {state_key: previous.get(state_key, {})}
+        service_events, service_quarantine, end_state[state_key] = build(archive, before, zero_vcpus, counts)
+        events += service_events
+        quarantine += service_quarantine
     events.sort(key=lambda e: (e["generated"], e["instance_id"]))
     facts = hypervisor_facts(archive.get("hypervisors"), parse_time(archive["window"]["end"]) - SECOND,
                              quarantine, counts)  # fmt: skip
-    return DayEvents(events, quarantine, {"instances": end_state}, facts, counts)
+    return DayEvents(events, quarantine, end_state, facts, counts)

@@ -88,6 +88,22 @@ def check_slurm_source(resource: Resource, run: Callable[[list[str], io.BytesIO]
     return Check(f"{resource.name} source", True, f"slurmdbd knows cluster {source.cluster!r} ({where})")
 
 
+def check_openstack_source(resource: Resource, api: Any) -> Check:
+    """Keystone takes the account, Nova speaks the microversions we read, and the account sees every
+    project's servers and the hypervisors (the admin role)."""
+    from .openstack_api import COMPUTE_MICROVERSION
+
+    newest = api.get("compute", "/")["version"]["version"]
+    if tuple(map(int, newest.split("."))) < tuple(map(int, COMPUTE_MICROVERSION.split("."))):
+        needed = f"reading usage needs {COMPUTE_MICROVERSION} (Train)"
+        return Check(f"{resource.name} source", False, f"Nova speaks up to microversion {newest}; {needed}")
+    hypervisors = api.hypervisors()
+    api.get("compute", "/servers/detail", {"all_tenants": "True", "limit": 1}, COMPUTE_MICROVERSION)
+    return Check(f"{resource.name} source", True,
+                 f"Keystone took the account; Nova speaks up to {newest}; admin: {len(hypervisors)} hypervisor(s) "
+                 "and every project's servers readable")  # fmt: skip
+
+
 def judge_resources_json(text: str, codes: dict[str, str]) -> list[Check]:
     """Each resource's XDMoD code must be in XDMoD's resources.json ("No config found" otherwise)."""
     known = {entry.get("resource") for entry in json.loads(text)}
@@ -127,7 +143,7 @@ def read_pool(name: str) -> dict[str, Any] | None:
 
 def run_checks(site: SiteConfig, *, with_pool: bool) -> list[Check]:
     """Every check of the site, Airflow side (connections through hooks, staging through ObjectStoragePath)."""
-    from .airflow_tasks import _staging_store, slurm_runner
+    from .airflow_tasks import _staging_store, openstack_api, slurm_runner
 
     checks: list[Check] = []
     for conn_id in sorted({site.xdmod_for(r).db_conn_id for r in site.resources}):
@@ -138,6 +154,10 @@ def run_checks(site: SiteConfig, *, with_pool: bool) -> list[Check]:
     for resource in site.resources:
         if resource.kind == "slurm":
             checks += _guard(f"{resource.name} source", lambda r=resource: _with_runner(r, slurm_runner))
+        elif resource.kind == "openstack":
+            source = resource.openstack_source()
+            checks += _guard(f"{resource.name} source",
+                             lambda r=resource, s=source: check_openstack_source(r, openstack_api(s)))  # fmt: skip
     checks += _guard("xdmod resources.json", lambda: check_resources_json(site))
     if with_pool:
         for pool in sorted({site.xdmod_for(r).pool for r in site.resources}):
