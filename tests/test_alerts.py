@@ -134,6 +134,7 @@ def test_every_task_alerts_and_every_dag_has_a_lateness_deadline():
     assert {dag.dag_id for dag in bag.dags.values()} == {
         "usage_slurm_hpc1",
         "usage_openshift_ocp-prod",
+        "usage_openstack_cloud",
         "xdmod_usage_freshness",
         "xdmod_usage_preflight",
     }
