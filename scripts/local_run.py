@@ -215,6 +215,16 @@ class LocalSite:
         return self.staging_root / resource / day.isoformat() / entry["path"]
 
 
+def read_env_sh(path: Path) -> dict[str, str]:
+    """The variables a service script's env.sh exports (written with printf %q)."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            (env[key],) = shlex.split(value)
+    return env
+
+
 def services(site: LocalSite, action: str) -> None:
     env = {**os.environ, **site.service_env}
     if action == "start":
@@ -301,11 +311,7 @@ def run_openstack_days(site: LocalSite) -> tuple[LocalSite, dict[dt.date, Path]]
     offset = int((step_time(DAY, -1, "21:00") - dt.datetime.now(dt.UTC)).total_seconds())
     openstack(site, "start", env={"XU_OS_CLOCK_OFFSET": str(offset)})
     os_dir = openstack_dir(site)
-    described = {}
-    for line in (os_dir / "env.sh").read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line.removeprefix("export ").partition("=")
-            (described[key],) = shlex.split(value)
+    described = read_env_sh(os_dir / "env.sh")
     os.environ["OS_CLIENT_CONFIG_FILE"] = described["OS_CLIENT_CONFIG_FILE"]
     cloud_site = replace(site, openstack_env=described, openstack_start=DAY - dt.timedelta(days=1))
     cloud_site.write_config()

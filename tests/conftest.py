@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -148,15 +147,6 @@ class SshLogin:
         return self.log.read_text().count(f"Accepted publickey for {self.user} ")
 
 
-def read_env_sh(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line.removeprefix("export ").partition("=")
-            (env[key],) = shlex.split(value)
-    return env
-
-
 @pytest.fixture(scope="session")
 def sshd_login():
     """A private sshd on 127.0.0.1 letting the tests' key in as root; stopped by PID at the end."""
@@ -165,6 +155,8 @@ def sshd_login():
     script = str(ROOT / "scripts" / "services" / "sshd.sh")
     try:
         run_script(script, "start", env=env, timeout=900)  # may apt-get install openssh-server
+        from scripts.local_run import read_env_sh
+
         described = read_env_sh(state / "sshd" / "env.sh")
         yield SshLogin(
             port=int(described["XU_SSHD_PORT"]),
@@ -269,6 +261,7 @@ def openstack_site(tmp_path_factory):
     """
     import datetime as dt
 
+    from scripts.local_run import read_env_sh
     from scripts.openstack_workload import Workload, step_time
 
     from xdmod_usage.openstack_api import OpenStackApi, connect

@@ -161,10 +161,15 @@ def prometheus_api(conn_id: str) -> Any:
     elif conn.port and host.count(":") < 2:
         host = f"{host}:{conn.port}"
     extra = conn.extra_dejson
-    verify = extra.get("verify", True)
-    if isinstance(verify, str) and verify.lower() in ("true", "false"):
-        verify = verify.lower() == "true"
-    return PrometheusApi(host, token=conn.password or None, verify=verify, timeout=float(extra.get("timeout", 120)))
+    return PrometheusApi(host, token=conn.password or None, verify=_tls_verify(extra.get("verify", True)),
+                         timeout=float(extra.get("timeout", 120)))  # fmt: skip
+
+
+def _tls_verify(value: Any) -> bool | str:
+    """A connection extra's TLS setting: true/false (also as text, as the UI stores it) or a CA bundle path."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
 
 
 def stage_openshift(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> dict[str, Any]:
@@ -226,9 +231,7 @@ def openstack_api(source: Any) -> Any:
             for key in ("project_name", "project_id"):
                 if extra.get(key):
                     auth[key] = extra[key]
-        verify = extra.get("cacert") or extra.get("verify", True)
-        if isinstance(verify, str) and verify.lower() in ("true", "false"):
-            verify = verify.lower() == "true"
+        verify = _tls_verify(extra.get("cacert") or extra.get("verify", True))
         conn = connect(auth=auth, region_name=source.region_name or extra.get("region_name"),
                        interface=extra.get("interface", source.interface), verify=verify, timeout=timeout)  # fmt: skip
     return OpenStackApi(conn, page_size=source.page_size, retries=source.retries)

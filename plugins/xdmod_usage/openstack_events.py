@@ -212,7 +212,6 @@ class _InstanceBuilder:
         self.end = parse_time(archive["window"]["end"])
         self.identity = archive["identity"]
         self.previous = (previous or {}).get("instances", {})
-        self.has_previous = previous is not None
         self.zero_vcpus = zero_vcpus
         self.counts = counts
 
@@ -363,8 +362,7 @@ class _InstanceBuilder:
             running, state = now_running, new_state
             exists = new_state != "deleted"
         close_run(self.end)
-        # Heartbeats after the actions at the same instant; sort keeps the actions' order.
-        events.sort(key=lambda e: e["generated"])
+        # Heartbeats after the actions at the same instant; the (stable) sort keeps the actions' order.
         events.extend(self._heartbeats(line, intervals))
         events.sort(key=lambda e: (e["generated"], e["event_type"] == EXISTS))
 

@@ -26,7 +26,7 @@ from . import __version__
 from .openstack_api import OpenStackApi, fetch_day
 from .openstack_events import SECOND, DayEvents, build_day
 from .slurm_pipeline import QUARANTINE_NAME, QuarantineLimitError, StageResult
-from .staging import DayStage, HashingWriter, SourceShrankError, SpooledFile, StagingError, Store, gunzip_to, gzip_file
+from .staging import DayStage, HashingWriter, SourceShrankError, SpooledFile, Store, gzip_file
 from .window import UsageWindow
 
 RAW_NAME = "raw.openstack.json.gz"
@@ -100,10 +100,8 @@ def stage_openstack_day(
         spool = Path(tmp)
         raw_path = spool / "raw.json"
         if api is None:
-            if existing is None or RAW_NAME not in existing.get("files", {}):
-                raise StagingError(f"no archive to replay at {stage.manifest_url}: run from the live source first")
-            with open(raw_path, "wb") as out, stage.open_entry(existing["files"][RAW_NAME]) as archived:
-                gunzip_to(archived, out)
+            with open(raw_path, "wb") as out:
+                stage.replay_raw(existing, RAW_NAME, out)
         else:
             archive = fetch_day(api, window.start, window.end, hypervisors=hypervisors)
             raw_path.write_bytes(json.dumps(archive, sort_keys=True, separators=(",", ":")).encode())

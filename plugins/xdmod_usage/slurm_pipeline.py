@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from . import __version__
 from .slurm_format import SacctCounts, check_sacct_lines
-from .staging import DayStage, HashingWriter, SourceShrankError, StagingError, Store, gunzip_to, gzip_file
+from .staging import DayStage, HashingWriter, SourceShrankError, StagingError, Store, gzip_file
 from .window import UsageWindow
 
 RAW_NAME = "raw.sacct.gz"
@@ -95,10 +95,7 @@ def stage_slurm_day(
         raw_path = spool / "raw"
         with open(raw_path, "wb") as raw_out:
             if pull is None:
-                if previous is None or day.raw_name not in previous.get("files", {}):
-                    raise StagingError(f"no archive to replay at {stage.manifest_url}: run from the live source first")
-                with stage.open_entry(previous["files"][day.raw_name]) as archived:
-                    gunzip_to(archived, raw_out)
+                stage.replay_raw(previous, day.raw_name, raw_out)
             else:
                 pull(raw_out)
 

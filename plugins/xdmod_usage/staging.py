@@ -250,6 +250,13 @@ class DayStage:
         with self.store.open_read(f"{self.prefix}/{entry['path']}") as handle:
             yield handle
 
+    def replay_raw(self, manifest: dict[str, Any] | None, name: str, out: IO[bytes]) -> None:
+        """Unzip the archived raw source data ``name`` of the committed day into ``out``."""
+        if manifest is None or name not in manifest.get("files", {}):
+            raise StagingError(f"no archive to replay at {self.manifest_url}: run from the live source first")
+        with self.open_entry(manifest["files"][name]) as archived:
+            gunzip_to(archived, out)
+
     def publish(self, files: list[SpooledFile], manifest: dict[str, Any]) -> dict[str, Any]:
         """Write a new version of the day and commit it; returns the manifest as stored."""
         digest = hashlib.sha256()
