@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .retries import Retry, with_retries
+
 log = logging.getLogger(__name__)
 
 # 2.79 is the newest Train (the oldest release still widely run) supports. It gives: the flavor
@@ -104,7 +106,8 @@ class OpenStackApi:
         from keystoneauth1 import exceptions as ks
 
         shape = _path_shape(service, path)
-        for attempt in range(self.retries + 1):
+
+        def attempt() -> dict[str, Any] | Retry:
             started = time.monotonic()
             try:
                 # The proxy itself authenticates (catalog lookup): inside the try.
@@ -113,23 +116,20 @@ class OpenStackApi:
             except ks.Unauthorized as exc:
                 raise OpenStackAuthError(self._auth_message(exc)) from None
             except (ks.RetriableConnectionFailure, ks.ConnectionError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                return Retry(f"{type(exc).__name__}: {exc}")
             except ks.EndpointNotFound as exc:
                 raise OpenStackRequestError(f"no {service} endpoint in the service catalog: {exc}") from None
-            else:
-                self.stats.seconds += time.monotonic() - started
-                self.stats.calls[shape] += 1
-                if response.status_code not in RETRY_STATUS:
-                    return self._decode(service, path, response)
-                problem = f"HTTP {response.status_code}: {response.text[:300]}"
-            if attempt == self.retries:
-                raise OpenStackUnavailableError(f"{service} GET {path} failed after {attempt + 1} attempts: {problem}")
+            self.stats.seconds += time.monotonic() - started
+            self.stats.calls[shape] += 1
+            if response.status_code in RETRY_STATUS:
+                return Retry(f"HTTP {response.status_code}: {response.text[:300]}")
+            return self._decode(service, path, response)
+
+        def count_retry() -> None:
             self.stats.retries += 1
-            delay = self.backoff * 2**attempt
-            log.warning("OpenStack %s GET %s: %s (attempt %d), retrying in %.1f s", service, path, problem,
-                        attempt + 1, delay)  # fmt: skip
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+
+        return with_retries(attempt, retries=self.retries, backoff=self.backoff, label=f"{service} GET {path}",
+                            give_up=OpenStackUnavailableError, on_retry=count_retry)  # fmt: skip
 
     def _auth_message(self, exc: Exception) -> str:
         auth = getattr(self.conn.config, "auth", None) or {}

@@ -7,7 +7,6 @@ that never reaches a log, and a record of every query and answer for the raw arc
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,7 +14,8 @@ from typing import Any
 
 import requests
 
-log = logging.getLogger(__name__)
+from .retries import Retry, with_retries
+
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
@@ -71,24 +71,21 @@ class PrometheusApi:
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.base_url}{path}"
-        for attempt in range(self.retries + 1):
+
+        def attempt() -> dict[str, Any] | Retry:
             started = time.monotonic()
             try:
                 response = self.session.get(url, params=params, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                with self._lock:
-                    self.stats.seconds += time.monotonic() - started
-                if response.status_code not in RETRY_STATUS:
-                    return self._decode(response, params)
-                problem = f"HTTP {response.status_code}: {response.text[:300]}"
-            if attempt == self.retries:
-                raise PromUnavailableError(f"{url} failed after {attempt + 1} attempts: {problem}")
-            delay = self.backoff * 2**attempt
-            log.warning("Prometheus %s (attempt %d), retrying in %.0f s", problem, attempt + 1, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+                return Retry(f"{type(exc).__name__}: {exc}")
+            with self._lock:
+                self.stats.seconds += time.monotonic() - started
+            if response.status_code in RETRY_STATUS:
+                return Retry(f"HTTP {response.status_code}: {response.text[:300]}")
+            return self._decode(response, params)
+
+        return with_retries(attempt, retries=self.retries, backoff=self.backoff, label=url,
+                            give_up=PromUnavailableError)  # fmt: skip
 
     def _decode(self, response: requests.Response, params: dict[str, Any]) -> dict[str, Any]:
         try:
