@@ -31,6 +31,7 @@ from typing import IO, Any
 
 MANIFEST = "manifest.json"
 _COPY_CHUNK = 1 << 20
+_UPLOAD_PART = 8 << 20
 
 
 class StagingError(RuntimeError):
@@ -148,45 +149,50 @@ class Store:
     def put_bytes(self, rel: str, data: bytes) -> None:
         """Replace one object atomically."""
         if self.local:
-            self._local_replace(rel, lambda out: out.write(data))
+            with self.open_write(rel) as out:
+                out.write(data)
         else:
             self.fs.pipe_file(self._abs(rel), data)
 
     def put_file(self, rel: str, source: Path) -> None:
         """Copy a local file in so that readers see all of it or nothing."""
-        if self.local:
-            with open(source, "rb") as src:
-                self._local_replace(rel, lambda out: shutil.copyfileobj(src, out, _COPY_CHUNK))
-            return
-        target = self._abs(rel)
-        handle = self.fs.open(target, "wb")
-        try:
-            with open(source, "rb") as src:
-                shutil.copyfileobj(src, handle, _COPY_CHUNK)
-        except BaseException:
-            # Abort the upload: closing would complete a multipart upload with partial data.
-            discard = getattr(handle, "discard", None)
-            if discard is not None:
-                discard()
-            raise
-        handle.close()
-        size = self.fs.size(target)
-        if size != source.stat().st_size:
-            raise StagingError(f"{self.url(rel)}: stored size {size} != {source.stat().st_size}")
+        with open(source, "rb") as src, self.open_write(rel) as out:
+            shutil.copyfileobj(src, out, _COPY_CHUNK)
+        if not self.local:
+            size = self.size(rel)
+            if size != source.stat().st_size:
+                raise StagingError(f"{self.url(rel)}: stored size {size} != {source.stat().st_size}")
 
-    def _local_replace(self, rel: str, write: Any) -> None:
+    @contextmanager
+    def open_write(self, rel: str, mode: int = 0o644) -> Iterator[IO[bytes]]:
+        """Stream one object in; readers see all of it or nothing, whatever happens in the block.
+
+        Local: a hidden temp file in the target directory (XDMoD's shredder skips dot files),
+        fsynced, then renamed over the target (atomic within one filesystem). Object store: a
+        multipart upload in 8 MiB parts (memory stays flat), aborted on error, since closing
+        it would complete the object with partial data.
+        """
         target = self._abs(rel)
+        if not self.local:
+            handle = self.fs.open(target, "wb", block_size=_UPLOAD_PART)
+            try:
+                yield handle
+            except BaseException:
+                discard = getattr(handle, "discard", None)
+                if discard is not None:
+                    discard()
+                raise
+            handle.close()
+            return
         directory = os.path.dirname(target)
         os.makedirs(directory, exist_ok=True)
-        # Hidden temp name in the same directory: XDMoD's shredder skips dot files, and
-        # os.replace within one filesystem is atomic.
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as out:
-                write(out)
+                yield out
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, mode)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
