@@ -94,3 +94,21 @@ class SshRunner:
         if status != 0:
             raise classify_failure(argv, status, output)
         return RunResult(command.step, argv, False, status, "\n".join(output.splitlines()[-TAIL_LINES:]))
+
+
+def stream_remote(client: Any, argv: list[str], out: IO[bytes], timeout: float | None = None) -> None:
+    """Run argv on the remote host and stream its stdout into ``out`` (e.g. a tar of /etc/xdmod).
+
+    A non-zero exit fails with the remote stderr, so a half-written tar is never taken as whole.
+    """
+    channel = client.get_transport().open_session(timeout=timeout)
+    channel.settimeout(timeout)
+    channel.exec_command(shlex.join(argv))
+    channel.shutdown_write()
+    stdout = channel.makefile("rb")
+    for chunk in iter(lambda: stdout.read(1 << 20), b""):
+        out.write(chunk)
+    stderr = channel.makefile_stderr("rb").read().decode("utf-8", "replace").strip()
+    status = channel.recv_exit_status()
+    if status != 0:
+        raise RuntimeError(f"{shlex.join(argv)} exited {status} on the remote host: {stderr[-2000:]}")
