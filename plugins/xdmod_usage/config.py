@@ -404,6 +404,103 @@ class FreshnessConfig(_Strict):
     schedule: str = Field(default="0 */6 * * *", description="Cron (UTC) of the xdmod_usage_freshness DAG.")
 
 
+class BackupRetention(_Strict):
+    """How many verified backups stay: the newest of each of the last N weeks and M months."""
+
+    weekly: int = Field(default=4, ge=1, le=520)
+    monthly: int = Field(default=6, ge=0, le=240)
+
+
+class BackupConfigSource(_Strict):
+    """Where XDMoD's configuration comes from: a directory on the worker, or the XDMoD host over SSH."""
+
+    source: Literal["path", "ssh", "none"] = Field(
+        default="path", description="path: a directory on the worker (e.g. the xdmod-etc ConfigMap mounted); "
+        "ssh: tar of `path` on the XDMoD host through the SSH runner's connection; none: not backed up.",
+    )  # fmt: skip
+    path: str = "/etc/xdmod"
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or value.rstrip("/") == "":
+            raise ValueError("must be an absolute directory path other than /")
+        return value.rstrip("/")
+
+
+_DB_NAME = r"^[A-Za-z0-9_$-]{1,64}$"
+
+
+class BackupConfig(_Strict):
+    """The weekly backup of XDMoD's databases, accounts and configuration (DAGs xdmod_backup, xdmod_restore)."""
+
+    schedule: str = Field(default="0 3 * * 0", description="Cron (UTC) of xdmod_backup: Sundays 03:00.")
+    start_date: dt.date = dt.date(2026, 1, 1)
+    db_conn_id: ConnId | None = Field(
+        default=None, description="MySQL connection to back up from; unset: xdmod.db_conn_id. Needs SELECT, "
+        "SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, PROCESS, and SELECT on mysql.user for the accounts.",
+    )  # fmt: skip
+    databases: list[Annotated[str, Field(pattern=_DB_NAME)]] = Field(
+        default_factory=lambda: [
+            *("mod_shredder", "mod_hpcdb", "moddb", "modw", "modw_aggregates", "modw_filters", "mod_logger")
+        ],
+        description="Databases that must exist: a missing one fails the backup.",
+    )
+    discover: list[str] = Field(
+        default_factory=lambda: ["mod%"], description="LIKE patterns: matching databases are backed up too."
+    )
+    optional: list[Annotated[str, Field(pattern=_DB_NAME)]] = Field(
+        default_factory=lambda: [
+            *("modw_etl", "modw_cloud", "modw_supremm", "modw_jobefficiency", "modw_ondemand", "mod_appkernel"),
+            "modw_gateways",
+        ],
+        description="Module databases backed up when present; absent ones are noted in the manifest.",
+    )
+    users: list[Annotated[str, Field(pattern=r"^[^'\\\s]{1,80}$")]] = Field(
+        default_factory=lambda: ["xdmod"], description="Accounts (every host) whose CREATE USER and grants are kept."
+    )
+    config: BackupConfigSource = BackupConfigSource()
+    store: StagingConfig = StagingConfig(root="file:///var/lib/xdmod-usage/backups")
+    archive: Literal["copy", "verify", "none"] = Field(
+        default="copy", description="Raw source archives of every resource: copy into the backup store "
+        "(content-addressed, only new ones), verify in place (re-hash), or none.",
+    )  # fmt: skip
+    verify_conn_id: ConnId = Field(
+        default="xdmod_backup_scratch", description="MySQL connection to a scratch server (same major version, "
+        "event_scheduler OFF) where each backup is restored as xuv_<db> and compared.",
+    )  # fmt: skip
+    encryption_key_conn_id: ConnId | None = Field(
+        default=None, description="Connection whose password is a base64 32-byte key: encrypts every object."
+    )
+    compression_level: int = Field(default=6, ge=1, le=9)
+    retention: BackupRetention = BackupRetention()
+    mysqldump_path: str = "mysqldump"
+    mysql_path: str = "mysql"
+    lock_timeout: Duration = Field(
+        default=dt.timedelta(seconds=30), description="Wait at most this for the brief table locks that align "
+        "the dump's snapshot with the verification's (a long-running statement on a table delays them).",
+    )  # fmt: skip
+    lateness_deadline: Duration | None = dt.timedelta(hours=12)
+    tasks: TaskPolicy | None = None
+    alerts: list[AlertRoute] | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a valid cron expression: {value!r}")
+        return value
+
+    @field_validator("mysqldump_path", "mysql_path")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        if not value or value.startswith("-"):
+            raise ValueError("must be a command name or path")
+        return value
+
+
 class SiteConfig(_Strict):
     """The whole file: site-wide defaults plus the list of resources."""
 
@@ -412,6 +509,7 @@ class SiteConfig(_Strict):
     xdmod: XdmodConfig = XdmodConfig()
     tasks: TaskPolicy = TaskPolicy()
     alerts: list[AlertRoute] = Field(default_factory=list)
+    backup: BackupConfig | None = None
     resources: list[Resource] = Field(min_length=1)
 
     @model_validator(mode="after")

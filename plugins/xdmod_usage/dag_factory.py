@@ -94,18 +94,16 @@ def _params(resource: Resource) -> dict[str, Param]:
     }
 
 
-def _lateness_deadline(site: SiteConfig, resource: Resource) -> DeadlineAlert | None:
-    if resource.lateness_deadline is None:
+def _lateness_deadline(
+    routes: list[dict[str, Any]], dag_id: str, deadline: dt.timedelta | None
+) -> DeadlineAlert | None:
+    if deadline is None:
         return None
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=resource.lateness_deadline,
-        callback=AsyncCallback(
-            deadline_missed,
-            kwargs={"routes": _routes(site, resource), "dag_id": resource.dag_id,
-                    "deadline": str(resource.lateness_deadline)},
-        ),
-    )  # fmt: skip
+        interval=deadline,
+        callback=AsyncCallback(deadline_missed, kwargs={"routes": routes, "dag_id": dag_id, "deadline": str(deadline)}),
+    )
 
 
 KIND_TITLES = {"slurm": "Slurm", "openshift": "OpenShift", "openstack": "OpenStack"}
@@ -127,7 +125,7 @@ def _daily_dag(site: SiteConfig, resource: Resource) -> DAG:
         tags=["xdmod", "usage", resource.kind, f"resource:{resource.name}", *resource.tags],
         doc_md=_doc_md(site, resource),
         params=_params(resource),
-        deadline=_lateness_deadline(site, resource),
+        deadline=_lateness_deadline(_routes(site, resource), resource.dag_id, resource.lateness_deadline),
         render_template_as_native_obj=False,
     )
 
@@ -302,3 +300,114 @@ def build_usage_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
     dags[FRESHNESS_DAG_ID] = build_freshness_dag(site)
     dags[PREFLIGHT_DAG_ID] = build_preflight_dag(site)
     return dags
+
+
+BACKUP_DAG_ID = "xdmod_backup"
+RESTORE_DAG_ID = "xdmod_restore"
+
+
+def _backup_defaults(site: SiteConfig, **overrides: Any) -> dict[str, Any]:
+    backup = site.backup
+    assert backup is not None
+    chosen = site.alerts if backup.alerts is None else backup.alerts
+    routes = [route.model_dump(exclude_none=True) for route in chosen]
+    return _task_defaults(backup.tasks or site.tasks, routes, **overrides)
+
+
+def build_backup_dag(site: SiteConfig) -> DAG:
+    """Weekly: dump (in the XDMoD pool) -> configuration, raw archives -> verify by restore -> retention."""
+    from airflow.sdk import AssetAlias
+
+    from . import backup_tasks
+    from .backup_tasks import ASSET_ALIAS, XdmodBackupOperator
+
+    backup = site.backup
+    assert backup is not None
+    defaults = _backup_defaults(site)
+    with DAG(
+        dag_id=BACKUP_DAG_ID,
+        description="Weekly backup of XDMoD's databases, accounts and configuration, verified by a restore",
+        schedule=CronTriggerTimetable(backup.schedule, timezone="UTC"),
+        start_date=dt.datetime.combine(backup.start_date, dt.time(0), tzinfo=dt.UTC),
+        catchup=False,  # a backup is of the present: a missed week is not made up later
+        max_active_runs=1,
+        default_args=defaults,
+        tags=["xdmod", "backup"],
+        deadline=_lateness_deadline(defaults["on_failure_callback"].routes, BACKUP_DAG_ID, backup.lateness_deadline),
+        doc_md=f"""
+### XDMoD backup
+`dump_databases` runs mysqldump (one consistent snapshot) in the `{site.xdmod.pool}` pool, so no XDMoD
+command runs meanwhile; `verify` restores everything into scratch databases on connection
+`{backup.verify_conn_id}` and compares row counts and CHECKSUM TABLE with the snapshot. Only then is
+`manifest.json` written: a backup without it is not complete. Store: `{backup.store.root}/backups/<id>/`.
+Retention: newest of the last {backup.retention.weekly} weeks and {backup.retention.monthly} months.
+Restore: trigger `{RESTORE_DAG_ID}` (README, "Restore runbook").
+""",
+    ) as dag:
+        dump = XdmodBackupOperator(task_id="dump_databases", site=site, pool=site.xdmod.pool)
+
+        @task(task_id="backup_config")
+        def config(dumped: dict[str, Any]) -> dict[str, Any] | None:
+            return backup_tasks.backup_config(site, dumped["id"])
+
+        @task(task_id="backup_archive")
+        def archive() -> dict[str, Any] | None:
+            return backup_tasks.backup_archive(site)
+
+        @task(task_id="verify", outlets=[AssetAlias(ASSET_ALIAS)])
+        def verify(dumped: dict[str, Any], config: dict[str, Any] | None, archive: dict[str, Any] | None) -> Any:
+            extra = {key: value for key, value in (("config", config), ("archive", archive)) if value is not None}
+            return backup_tasks.verify(site, dumped["id"], extra, get_current_context())
+
+        @task(task_id="retention")
+        def retention() -> dict[str, Any]:
+            return backup_tasks.retention(site)
+
+        dumped = dump.output
+        archived = archive()
+        dump >> archived
+        verify(dumped, config(dumped), archived) >> retention()
+    return dag
+
+
+def build_restore_dag(site: SiteConfig) -> DAG:
+    """Manual: check the chosen backup, then restore it (in the XDMoD pool, never retried by itself)."""
+    from . import backup_tasks
+    from .backup_tasks import XdmodRestoreOperator
+
+    with DAG(
+        dag_id=RESTORE_DAG_ID,
+        description="Restore a verified XDMoD backup (manual trigger, explicit confirmation)",
+        schedule=None,
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        default_args=_backup_defaults(site, retries=0),
+        tags=["xdmod", "backup", "restore"],
+        params={
+            "backup_id": Param("", type="string", description="The backup to restore, e.g. 20261122T030000Z."),
+            "target_conn_id": Param("", type="string", description="MySQL connection of the server to restore to."),
+            "confirm": Param("", type="string", description="Type the backup id again to confirm."),
+            "replace": Param(False, type="boolean", description="Drop and replace databases that have tables."),
+            "databases": Param([], type="array", description="Only these databases (empty: all in the backup)."),
+            "users": Param(True, type="boolean", description="Restore the accounts and grants."),
+            "config_dir": Param("", type="string", description="Unpack the configuration here (empty: skip)."),
+        },
+        doc_md='Restores a verified backup. See README, "Restore runbook". The restore holds the XDMoD pool, '
+        "so the ETL DAGs' XDMoD steps wait until it is done.",
+    ) as dag:
+
+        @task(task_id="check_backup")
+        def check() -> dict[str, Any]:
+            return backup_tasks.check_restore(site, get_current_context())
+
+        check() >> XdmodRestoreOperator(task_id="restore", site=site, pool=site.xdmod.pool)
+    return dag
+
+
+def build_backup_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
+    """The backup and restore DAGs, when the site config has a `backup` section."""
+    site = site or load_site_config()
+    if site.backup is None:
+        return {}
+    return {BACKUP_DAG_ID: build_backup_dag(site), RESTORE_DAG_ID: build_restore_dag(site)}
