@@ -137,13 +137,15 @@ def test_every_task_alerts_and_every_dag_has_a_lateness_deadline():
         "usage_openstack_cloud",
         "xdmod_usage_freshness",
         "xdmod_usage_preflight",
+        "xdmod_backup",
+        "xdmod_restore",
     }
     for dag in bag.dags.values():
         for task in dag.tasks:
             (callback,) = task.on_failure_callback
             assert type(callback).__name__ == "UsageFailureNotifier"
             assert callback.routes == [{"type": "email", "to": ["hpc-accounting@example.edu"]}]
-    for dag in [bag.dags["usage_slurm_hpc1"]]:
+    for dag in [bag.dags["usage_slurm_hpc1"], bag.dags["xdmod_backup"]]:
         assert dag.deadline and dag.deadline[0].interval == dt.timedelta(hours=12)
         for task in dag.tasks:
             (callback,) = task.on_failure_callback

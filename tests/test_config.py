@@ -82,6 +82,15 @@ def test_example_config_is_valid():
         ),
         (lambda d: d["resources"][0].update(max_quarantine_share=2), "resources[0].max_quarantine_share", "1"),
         (lambda d: d.update(resources=[]), "resources", "at least 1"),
+        (lambda d: d["backup"].update(schedule="weekly"), "backup.schedule", "cron"),
+        (lambda d: d["backup"].update(password="x"), "backup.password", "unknown key"),
+        (lambda d: d["backup"]["retention"].update(weekly=0), "backup.retention.weekly", "greater than or equal"),
+        (lambda d: d["backup"]["config"].update(path="etc/xdmod"), "backup.config.path", "absolute"),
+        (lambda d: d["backup"]["config"].update(source="scp"), "backup.config.source", "'path', 'ssh' or 'none'"),
+        (lambda d: d["backup"]["store"].update(root="/backups"), "backup.store.root", "file:// or s3://"),
+        (lambda d: d["backup"].update(databases=["modw; DROP"]), "backup.databases[0]", "pattern"),
+        (lambda d: d["backup"].update(users=["x' OR 1"]), "backup.users[0]", "pattern"),
+        (lambda d: d["backup"].update(compression_level=11), "backup.compression_level", "9"),
     ],
 )
 def test_invalid_config_names_file_key_and_reason(tmp_path, mutate, key, reason):

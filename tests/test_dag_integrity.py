@@ -75,13 +75,37 @@ def usage_dags(dagbag):
 
 def test_one_dag_per_resource_plus_the_freshness_watch(dagbag):
     assert set(dagbag.dag_ids) == {"usage_slurm_hpc1", "usage_openshift_ocp-prod", "usage_openstack_cloud",
-                                   "xdmod_usage_freshness", "xdmod_usage_preflight"}  # fmt: skip
+                                   "xdmod_usage_freshness", "xdmod_usage_preflight", "xdmod_backup",
+                                   "xdmod_restore"}  # fmt: skip
+
+
+def test_backup_dumps_in_the_xdmod_pool_and_the_restore_never_retries(dagbag):
+    backup, restore = dagbag.dags["xdmod_backup"], dagbag.dags["xdmod_restore"]
+    assert {t.task_id: t.pool for t in backup.tasks if t.pool == "xdmod"} == {"dump_databases": "xdmod"}
+    assert backup.catchup is False and backup.max_active_runs == 1
+    assert backup.timetable.expression == "0 3 * * 0" and str(backup.timetable.timezone) == "UTC"
+    assert backup.deadline and backup.deadline[0].interval == dt.timedelta(hours=12)
+    for upstream, downstream in (
+        ("dump_databases", "backup_config"),
+        ("dump_databases", "backup_archive"),
+        ("backup_config", "verify"),
+        ("backup_archive", "verify"),
+        ("verify", "retention"),
+    ):
+        assert downstream in backup.get_task(upstream).downstream_task_ids  # fmt: skip
+    assert type(restore.timetable).__name__ == "NullTimetable"  # manual trigger only
+    assert restore.get_task("restore").pool == "xdmod" and restore.get_task("restore").retries == 0
+    assert set(restore.params.keys()) == {"backup_id", "target_conn_id", "confirm", "replace", "databases", "users",
+                                          "config_dir"}  # fmt: skip
 
 
 def test_every_task_has_retries_backoff_and_timeout(dagbag):
     for dag in dagbag.dags.values():
         for task in dag.tasks:
-            assert task.retries >= 1, task.task_id
+            if dag.dag_id == "xdmod_restore":  # destructive: an operator reruns it, never a retry
+                assert task.retries == 0, task.task_id
+            else:
+                assert task.retries >= 1, task.task_id
             assert task.retry_exponential_backoff, task.task_id
             assert task.max_retry_delay is not None, task.task_id
             assert task.execution_timeout is not None and task.execution_timeout > dt.timedelta(0), task.task_id
@@ -156,7 +180,8 @@ def test_every_library_module_imports():
 def test_core_library_runs_without_airflow():
     code = (
         "import sys, xdmod_usage.config, xdmod_usage.slurm_pipeline, xdmod_usage.sacct, xdmod_usage.runners, "
-        "xdmod_usage.xdmod_commands; assert not [m for m in sys.modules if m.split('.')[0] == 'airflow'], 'airflow'"
+        "xdmod_usage.xdmod_commands, xdmod_usage.backup_make, xdmod_usage.backup_restore; "
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'airflow'], 'airflow'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")})
 
