@@ -389,6 +389,68 @@ def print_summary(site: LocalSite, days: list[dt.date], logs: dict[dt.date, Path
                   f"{fields[25]}")  # fmt: skip
 
 
+BACKUP_SCRATCH_CONN_ID = "xdmod_backup_scratch"
+
+
+def run_backup(site: LocalSite) -> Path:
+    """The weekly backup once: XDMoD-like databases made in the local MariaDB (standing in for
+    XDMoD's server), dumped, verified by a restore into xuv_* databases on the same server (the
+    scratch connection), raw archives of the staged days copied; returns the log."""
+    from xdmod_usage.mysql_client import DbEndpoint
+    from xdmod_usage.synthetic_xdmod_db import create_xdmod_like
+
+    port = int(site.ports.get("XU_MARIADB_PORT", "13306"))
+    create_xdmod_like(DbEndpoint("127.0.0.1", port, "xdmod", MARIADB_PASSWORD), jobs=20_000)
+    etc = site.output_dir / "etc-xdmod"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "portal_settings.ini").write_text('[general]\ntitle = "Demo XDMoD"\n')
+    (etc / "resources.json").write_text(json.dumps([{"resource": CLUSTER, "resource_type": "HPC"}]) + "\n")
+    config = json.loads(site.config_path.read_text())
+    config["backup"] = {
+        "databases": ["moddb", "modw", "modw_aggregates", "mod_logger", "mod_hpcdb"], "optional": ["modw_cloud"],
+        "config": {"path": str(etc)}, "store": {"root": f"file://{site.output_dir / 'backups'}"},
+        "verify_conn_id": BACKUP_SCRATCH_CONN_ID, "lateness_deadline": None,
+    }  # fmt: skip
+    site.config_path.write_text(json.dumps(config, indent=2) + "\n")
+    scratch = json.loads(site.airflow_env()["AIRFLOW_CONN_XDMOD_DB"])  # the same server: xuv_* names
+    log = site.output_dir / "airflow-dags-test-xdmod_backup.log"
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    extra_env = {f"AIRFLOW_CONN_{BACKUP_SCRATCH_CONN_ID.upper()}": json.dumps(scratch)}
+    proc = site.airflow("dags", "test", "xdmod_backup", when, log=log, extra_env=extra_env)
+    if proc.returncode:
+        print(log.read_text()[-5000:])
+        raise SystemExit(f"airflow dags test xdmod_backup failed; full log: {log}")
+    return log
+
+
+def print_backup_summary(site: LocalSite, log: Path) -> None:
+    from xdmod_usage.backup_catalog import list_backups, read_manifest
+    from xdmod_usage.staging import Store
+
+    store = Store.from_path(site.output_dir / "backups")
+    backup = [b for b in list_backups(store) if b.status == "verified"][-1]
+    manifest = read_manifest(store, backup.id)
+    print(f"\n=== Weekly XDMoD backup (xdmod_backup): {backup.id} ===")
+    print(f"  server {manifest['server']['endpoint']} ({manifest['server']['version']}), dump "
+          f"{manifest['dump_seconds']} s; absent optional databases: {manifest['absent_optional']}")  # fmt: skip
+    for name, facts in sorted(manifest["databases"].items()):
+        checked = manifest["verification"]["databases"][name]
+        rows = sum(t["rows"] for t in facts["tables"].values())
+        print(f"  {name:<16} {len(facts['tables'])} tables {rows:>6} rows  {facts['file']['bytes']:>8} B "
+              f"sha256 {facts['file']['sha256'][:16]}…  restored as {checked['loaded_as']}: {checked['rows']} rows, "
+              "counts and CHECKSUM TABLE equal")  # fmt: skip
+    print(f"  accounts: {manifest['users']['accounts']}; config: {manifest['config']['bytes']} B from "
+          f"{manifest['config']['source']}")  # fmt: skip
+    archive = manifest["archive"]
+    print(f"  raw source archives: {len(archive['files'])} ({archive['copied']} copied, {archive['present']} "
+          "already there)")  # fmt: skip
+    print(f"  verified on {manifest['verification']['scratch']} in {manifest['verification']['seconds']} s; "
+          f"manifest: {store.url(f'backups/{backup.id}/manifest.json')}")  # fmt: skip
+    for line in log.read_text().splitlines():
+        if "keeping backup" in line or "deleted backup" in line:
+            print("  retention: " + line.split("INFO - ", 1)[-1].split(" [xdmod_usage")[0].strip()[-90:])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep-running", action="store_true", help="leave the local services running")
@@ -418,9 +480,12 @@ def main() -> int:
             print(f"airflow dags test failed for {OCP_DAG_ID}; full log: {ocp_log}", file=sys.stderr)
             return 1
         print_openshift_summary(site, ocp_log, truth)
+        last = site
         if not args.skip_openstack:
             cloud_site, cloud_logs = run_openstack_days(site)
             print_openstack_summary(cloud_site, cloud_logs)
+            last = cloud_site
+        print_backup_summary(last, run_backup(last))
     finally:
         if not args.keep_running:
             services(site, "stop")

@@ -6,11 +6,14 @@ Services (Slurm, MariaDB, the S3 endpoint) are real processes started by the pro
 
 from __future__ import annotations
 
+import email
 import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -295,3 +298,56 @@ def openstack_site(tmp_path_factory):
         yield OpenStackSite(env, day, truth, store, staged)
     finally:
         run_script(script, "stop", env=env, timeout=300)
+
+
+WEBHOOK_TOKEN = "T000/B000/abc"
+
+
+class Receivers:
+    def __init__(self) -> None:
+        self.mails: list[email.message.Message] = []
+        self.posts: list[tuple[str, dict]] = []
+
+
+@pytest.fixture
+def receivers(monkeypatch):
+    """Loopback alert receivers: an SMTP server (aiosmtpd) and an HTTP server for the Slack/webhook routes."""
+    from aiosmtpd.controller import Controller
+
+    got = Receivers()
+
+    class SmtpHandler:
+        async def handle_DATA(self, server, session, envelope):
+            got.mails.append(email.message_from_bytes(envelope.content))
+            return "250 OK"
+
+    class HttpHandler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.posts.append((self.path, json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    smtp = Controller(SmtpHandler(), hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    http = ThreadingHTTPServer(("127.0.0.1", 0), HttpHandler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    port = http.server_address[1]
+    connections = {
+        "AIRFLOW_CONN_ALERT_SMTP": {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port,
+                                    "extra": {"disable_tls": True, "disable_ssl": True, "retry_limit": 1}},
+        "AIRFLOW_CONN_ALERT_SLACK": {"conn_type": "slackwebhook", "host": f"127.0.0.1:{port}/services",
+                                     "schema": "http", "password": WEBHOOK_TOKEN},
+        "AIRFLOW_CONN_ALERT_HOOK": {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http"},
+        "AIRFLOW_CONN_ALERT_DEAD": {"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "schema": "http"},
+    }  # fmt: skip
+    got.env = {key: json.dumps(value) for key, value in connections.items()}
+    for key, value in got.env.items():
+        monkeypatch.setenv(key, value)
+    yield got
+    smtp.stop()
+    http.shutdown()

@@ -5,69 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
 from scripts.local_run import DAY, LocalSite
 
-from conftest import free_port
+from conftest import WEBHOOK_TOKEN
 from xdmod_usage.alerts import Alert, deadline_missed, deliver
-
-WEBHOOK_TOKEN = "T000/B000/abc"
-
-
-class Receivers:
-    def __init__(self) -> None:
-        self.mails: list[email.message.Message] = []
-        self.posts: list[tuple[str, dict]] = []
-
-
-@pytest.fixture
-def receivers(monkeypatch):
-    from aiosmtpd.controller import Controller
-
-    got = Receivers()
-
-    class SmtpHandler:
-        async def handle_DATA(self, server, session, envelope):
-            got.mails.append(email.message_from_bytes(envelope.content))
-            return "250 OK"
-
-    class HttpHandler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            got.posts.append((self.path, json.loads(body)))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    smtp = Controller(SmtpHandler(), hostname="127.0.0.1", port=free_port())
-    smtp.start()
-    http = ThreadingHTTPServer(("127.0.0.1", 0), HttpHandler)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    port = http.server_address[1]
-    connections = {
-        "AIRFLOW_CONN_ALERT_SMTP": {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port,
-                                    "extra": {"disable_tls": True, "disable_ssl": True, "retry_limit": 1}},
-        "AIRFLOW_CONN_ALERT_SLACK": {"conn_type": "slackwebhook", "host": f"127.0.0.1:{port}/services",
-                                     "schema": "http", "password": WEBHOOK_TOKEN},
-        "AIRFLOW_CONN_ALERT_HOOK": {"conn_type": "http", "host": "127.0.0.1", "port": port, "schema": "http"},
-        "AIRFLOW_CONN_ALERT_DEAD": {"conn_type": "http", "host": "127.0.0.1", "port": free_port(), "schema": "http"},
-    }  # fmt: skip
-    got.env = {key: json.dumps(value) for key, value in connections.items()}
-    for key, value in got.env.items():
-        monkeypatch.setenv(key, value)
-    yield got
-    smtp.stop()
-    http.shutdown()
-
 
 ROUTES = [
     {"type": "email", "to": ["ops@example.edu"], "conn_id": "alert_smtp", "sender": "etl@example.edu"},

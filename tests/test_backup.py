@@ -371,13 +371,22 @@ def _stage_a_day(tmp_path: Path) -> dict:
     return json.loads(Path(result.manifest_url.removeprefix("file://")).read_text())
 
 
-def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db):
+def _asset_events(backup_id: str) -> dict[str, dict]:
+    import sqlite3
+
+    with sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db") as db:
+        rows = db.execute("SELECT a.name, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id").fetchall()
+    return {name: json.loads(extra) for name, extra in rows if backup_id in extra}
+
+
+def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db, receivers):
     config_dir = tmp_path / "etc" / "xdmod"
     (config_dir / "roles.d").mkdir(parents=True)
     (config_dir / "portal_settings.ini").write_text('[general]\ntitle = "Zoë\'s XDMoD"\n')
     (config_dir / "roles.d" / "usr.json").write_text("{}\n")
     staged = _stage_a_day(tmp_path)
-    env = _site_env(tmp_path, {}, {"config": {"path": str(config_dir)}})
+    routes = [{"type": "webhook", "conn_id": "alert_hook"}]
+    env = _site_env(tmp_path, {}, {"config": {"path": str(config_dir)}, "alerts": routes}, receivers.env)
     log = tmp_path / "airflow.log"
     _airflow(env, "pools", "set", "xdmod", "1", "XDMoD", "--include-deferred", log=log)
     assert _airflow(env, "dags", "test", "xdmod_backup", "2026-11-22T03:00:00+00:00", log=log) == 0, log.read_text()
@@ -395,6 +404,12 @@ def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db):
     text = log.read_text()
     assert PASSWORD not in text and RO_PASSWORD not in text
     assert "backup " + done.id + " verified on 127.0.0.1:23317" in text
+    events = _asset_events(done.id)  # one asset event per database backup, with its facts
+    assert sorted(events) == [f"xdmod_backup.{db}" for db in sorted(DATABASES)]
+    modw = manifest["databases"]["modw"]["file"]
+    assert events["xdmod_backup.modw"] == {"backup_id": done.id, "url": store.url(modw["path"]),
+                                           "sha256": modw["sha256"], "bytes": modw["bytes"], "rows": 3003}  # fmt: skip
+    assert receivers.posts == []
 
     # The restore refuses without the confirmation, then restores with it.
     conf = {"backup_id": done.id, "target_conn_id": "restore_target", "config_dir": str(tmp_path / "restored-etc")}
@@ -406,6 +421,20 @@ def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db):
     assert checksums(scratch, ALL_TABLES) == checksums(source, ALL_TABLES)
     assert (tmp_path / "restored-etc" / "portal_settings.ini").read_text() == '[general]\ntitle = "Zoë\'s XDMoD"\n'
     assert "restored modw: 2 tables, 3003 rows, matching the backup's snapshot" in log.read_text()
+
+    # A stored file corrupted since: the restore's check fails before touching anything, and alerts.
+    corrupt = tmp_path / "backups" / manifest["databases"]["moddb"]["file"]["path"]
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    corrupt.write_bytes(bytes(data))
+    code = _airflow(env, "dags", "test", "xdmod_restore", "--conf", json.dumps({**conf, "confirm": done.id,
+                    "replace": True}), log=log)  # fmt: skip
+    assert code != 0
+    refused, alert = [body for _path, body in receivers.posts]  # the unconfirmed trigger alerted too
+    assert "params.confirm must repeat the backup id" in refused["error"]
+    assert alert["dag_id"] == "xdmod_restore" and alert["task_id"] == "check_backup"
+    assert "moddb.sql.gz: sha256" in alert["error"] and "manifest says" in alert["error"]
+    assert checksums(scratch, ALL_TABLES) == checksums(source, ALL_TABLES)  # untouched
 
 
 def test_backup_operator_lineage(source, scratch, tmp_path, monkeypatch):
@@ -424,3 +453,57 @@ def test_backup_operator_lineage(source, scratch, tmp_path, monkeypatch):
     assert ("mysql://127.0.0.1:23316", "modw.jobfact") in inputs and len(inputs) == len(ALL_TABLES)
     outputs = {(d.namespace, d.name) for d in lineage.outputs}
     assert ("file", str(tmp_path / "backups" / "backups" / result["id"] / "db" / "modw.sql.gz")) in outputs
+
+
+def test_retention_on_the_store_removes_exactly_the_planned_backups(tmp_path):
+    from xdmod_usage.backup_catalog import apply_retention, write_json
+
+    store = Store.from_path(tmp_path / "backups")
+    made = {}
+    for day, status in (("2026-09-06", "verified"), ("2026-10-04", "verified"), ("2026-10-11", "verified"),
+                        ("2026-10-18", "failed"), ("2026-10-25", "verified"), ("2026-11-01", "incomplete"),
+                        ("2026-11-08", "verified"), ("2026-11-15", "unverified")):  # fmt: skip
+        ident = dt.datetime.fromisoformat(day).strftime("%Y%m%dT030000Z")
+        store.put_bytes(f"backups/{ident}/db/modw.sql.gz", b"x")
+        name = {"verified": "manifest.json", "failed": "failed.json", "unverified": "dump.json"}.get(status)
+        if name:
+            write_json(store, f"backups/{ident}/{name}", {"id": ident})
+        made[day] = ident
+    store.put_bytes("archive/hpc1/2026-09-01/abc-raw.sacct.gz", b"raw")
+    plan = apply_retention(store, weekly=2, monthly=2)
+    # Weekly: Nov 8, Oct 25; monthly: Nov (Nov 8), Oct (Oct 25); the unverified Nov 15 is newer: kept.
+    assert sorted(plan.keep) == [made["2026-10-25"], made["2026-11-08"], made["2026-11-15"]]
+    assert sorted(store.list_names("backups")) == sorted(plan.keep)
+    assert store.exists("archive/hpc1/2026-09-01/abc-raw.sacct.gz")  # the raw archive is never pruned
+
+
+def test_config_from_the_xdmod_host_over_ssh(sshd_login, tmp_path, monkeypatch):
+    """backup.config.source: ssh — a tar made on the "XDMoD host" (a real sshd) streamed into the store."""
+    import tarfile
+
+    from xdmod_usage.backup_streams import open_object
+    from xdmod_usage.backup_tasks import backup_config
+    from xdmod_usage.config import parse_site_config
+
+    etc = tmp_path / "remote-etc" / "xdmod"
+    etc.mkdir(parents=True)
+    (etc / "portal_settings.ini").write_text("[database]\npass = 'kept in the backup'\n")
+    for key, value in sshd_login.airflow_env("xdmod_ssh").items():
+        monkeypatch.setenv(key, value)
+    config = yaml.safe_load((ROOT / "include" / "site-config.example.yaml").read_text())
+    config["xdmod"] = {"runner": "ssh", "ssh": {"conn_id": "xdmod_ssh"}}
+    config["backup"] = {"config": {"source": "ssh", "path": str(etc)},
+                        "store": {"root": f"file://{tmp_path / 'backups'}"}}  # fmt: skip
+    site = parse_site_config(yaml.safe_dump(config))
+    entry = backup_config(site, "20261122T030000Z")
+    assert entry["source"] == f"ssh:{etc}"
+    store = Store.from_path(tmp_path / "backups")
+    with open_object(store, entry, None) as plain, tarfile.open(fileobj=plain, mode="r|") as tar:
+        members = {m.name: tar.extractfile(m).read() if m.isfile() else None for m in tar}
+    assert members["xdmod/portal_settings.ini"] == b"[database]\npass = 'kept in the backup'\n"
+
+    config["backup"]["config"]["path"] = str(tmp_path / "missing")
+    with pytest.raises(RuntimeError, match="exited 2 on the remote host"):
+        backup_config(parse_site_config(yaml.safe_dump(config)), "20261122T040000Z")
+    stored = [path.parent.name for path in (tmp_path / "backups").rglob("config.tar*")]
+    assert stored == ["20261122T030000Z"], "a failed tar must not be stored"

@@ -128,3 +128,11 @@ def plan_retention(backups: list[BackupInfo], weekly: int, monthly: int) -> Rete
         else:
             delete[info.id] = f"{info.status} attempt, superseded by {newest.id}"
     return RetentionPlan(keep, delete)
+
+
+def apply_retention(store: Store, weekly: int, monthly: int) -> RetentionPlan:
+    """Plan on what the store holds now, then delete; the raw archive (archive/) is never touched."""
+    plan = plan_retention(list_backups(store), weekly, monthly)
+    for backup_id in plan.delete:
+        store.remove_tree(prefix(backup_id))
+    return plan

@@ -213,15 +213,13 @@ def verify(site: SiteConfig, ident: str, extra: dict[str, Any], context: Any) ->
 
 
 def retention(site: SiteConfig) -> dict[str, Any]:
-    from .backup_catalog import list_backups, plan_retention, prefix
+    from .backup_catalog import apply_retention
 
     backup = site.backup
     assert backup is not None
-    store = backup_store(backup)
-    plan = plan_retention(list_backups(store), backup.retention.weekly, backup.retention.monthly)
+    plan = apply_retention(backup_store(backup), backup.retention.weekly, backup.retention.monthly)
     for ident, why in plan.delete.items():
-        log.info("deleting backup %s: %s", ident, why)
-        store.remove_tree(prefix(ident))
+        log.info("deleted backup %s: %s", ident, why)
     for ident, why in plan.keep.items():
         log.info("keeping backup %s: %s", ident, why)
     return {"kept": sorted(plan.keep), "deleted": sorted(plan.delete)}
