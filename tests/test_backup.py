@@ -399,7 +399,7 @@ def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db, rece
     (copied,) = manifest["archive"]["files"]
     path = f"archive/hpc1/2026-11-20/{raw['sha256'][:16]}-raw.sacct.gz"
     assert copied == {"resource": "hpc1", "day": "2026-11-20", "name": "raw.sacct.gz", "sha256": raw["sha256"],
-                      "bytes": raw["bytes"], "path": path}  # fmt: skip
+                      "bytes": raw["bytes"], "path": path, "copied_now": True}  # fmt: skip
     assert (tmp_path / "backups" / copied["path"]).stat().st_size == raw["bytes"]
     text = log.read_text()
     assert PASSWORD not in text and RO_PASSWORD not in text

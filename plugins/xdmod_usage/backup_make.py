@@ -142,6 +142,7 @@ def archive_raw_sources(store: Store, staging: dict[str, Store], mode: str) -> d
                     _copy_verified(source, source_rel, store, rel, entry)
                     summary["copied"] += 1
                     summary["bytes_copied"] += entry["bytes"]
+                    item["copied_now"] = True
                 item["path"] = rel
             summary["files"].append(item)
     return summary

@@ -127,7 +127,8 @@ def _load_and_compare(
             facts = dump["databases"][source]
             started = time.monotonic()
             charset, collation = (_word(facts[key]) for key in ("charset", "collation"))
-            cursor.execute(f"CREATE DATABASE {quote_ident(target)} CHARACTER SET {charset} COLLATE {collation}")
+            create = f"CREATE DATABASE IF NOT EXISTS {quote_ident(target)} CHARACTER SET {charset} COLLATE {collation}"
+            cursor.execute(create)
             load_object(store, facts["file"], key, endpoint, target, mysql)
             found, counts = compare_database(cursor, target, facts)
             problems += [f"{source}: {problem}" for problem in found]
@@ -178,8 +179,12 @@ def verify_backup(
         for entry in _stored_objects({**dump, **(extra or {})}):
             rehash(store, entry)
         for item in (extra or {}).get("archive", {}).get("files", []):
-            if not item["path"].startswith(("file://", "s3://")):
+            if item.get("copied_now"):  # copied by this backup: re-read; older copies: still there, same size
                 rehash(store, {"path": item["path"], "sha256": item["sha256"], "bytes": item["bytes"]})
+            elif not item["path"].startswith(("file://", "s3://")) and (
+                not store.exists(item["path"]) or store.size(item["path"]) != item["bytes"]
+            ):
+                raise HashMismatchError(f"{store.url(item['path'])}: missing or not {item['bytes']} bytes")
         retryable = False
     except HashMismatchError as exc:
         problems, checked, retryable = [str(exc)], {}, False
