@@ -86,18 +86,29 @@ def _table_datasets(server: str, databases: dict[str, Any]) -> list[Any]:
             for db, facts in sorted(databases.items()) for table in sorted(facts["tables"])]  # fmt: skip
 
 
-class XdmodBackupOperator(BaseOperator):
+class _BackupOperator(BaseOperator):
+    """What the dump and restore operators share: the site config, and the OpenLineage facets that
+    execute() records (inputs, outputs) for the provider to send on completion."""
+
+    def __init__(self, *, site: SiteConfig, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.site = site
+        self._lineage: tuple[list[Any], list[Any]] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs, outputs = self._lineage or ([], [])
+        return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+class XdmodBackupOperator(_BackupOperator):
     """Dumps XDMoD's databases and accounts into a new backup (run it in the XDMoD pool).
 
     Returns the backup id and the stored files; lineage: every table in, every object out.
     """
 
     ui_color = "#d9ead3"
-
-    def __init__(self, *, site: SiteConfig, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.site = site
-        self._lineage: tuple[list[Any], list[Any]] | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
         from .backup_dump import BackupError
@@ -126,12 +137,6 @@ class XdmodBackupOperator(BaseOperator):
             log.info("optional databases absent (noted in the manifest): %s", ", ".join(facts["absent_optional"]))
         return {"id": facts["id"], "store": store.url(""), "databases": sorted(facts["databases"]),
                 "bytes": sum(db["file"]["bytes"] for db in facts["databases"].values())}  # fmt: skip
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        inputs, outputs = self._lineage or ([], [])
-        return OperatorLineage(inputs=inputs, outputs=outputs)
 
 
 def backup_config(site: SiteConfig, ident: str) -> dict[str, Any] | None:
@@ -261,16 +266,13 @@ def check_restore(site: SiteConfig, context: Any) -> dict[str, Any]:
     return {"backup_id": params["backup_id"], "databases": chosen}
 
 
-class XdmodRestoreOperator(BaseOperator):
+class XdmodRestoreOperator(_BackupOperator):
     """Restores a verified backup into the target connection. Never retried on its own: it is destructive."""
 
     ui_color = "#f4cccc"
 
     def __init__(self, *, site: SiteConfig, **kwargs: Any) -> None:
-        kwargs["retries"] = 0
-        super().__init__(**kwargs)
-        self.site = site
-        self._lineage: tuple[list[Any], list[Any]] | None = None
+        super().__init__(site=site, **{**kwargs, "retries": 0})
 
     def execute(self, context: Any) -> dict[str, Any]:
         from .backup_catalog import read_manifest
@@ -295,9 +297,3 @@ class XdmodRestoreOperator(BaseOperator):
             log.info("restored %s: %d tables, %d rows, matching the backup's snapshot", db, counts["tables"],
                      counts["rows"])  # fmt: skip
         return report
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        inputs, outputs = self._lineage or ([], [])
-        return OperatorLineage(inputs=inputs, outputs=outputs)
