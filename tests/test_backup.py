@@ -379,6 +379,16 @@ def _asset_events(backup_id: str) -> dict[str, dict]:
     return {name: json.loads(extra) for name, extra in rows if backup_id in extra}
 
 
+def _lineage_events(log: Path) -> dict[str, dict]:
+    """COMPLETE events the OpenLineage console transport wrote into the log, by job name."""
+    events = {}
+    for line in log.read_text().splitlines():
+        if '"eventType": "COMPLETE"' in line and "openlineage.client.transport.console" in line:
+            event = json.loads(line[line.index("{") : line.rindex("}") + 1])
+            events[event["job"]["name"]] = event
+    return events
+
+
 def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db, receivers):
     config_dir = tmp_path / "etc" / "xdmod"
     (config_dir / "roles.d").mkdir(parents=True)
@@ -386,7 +396,9 @@ def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db, rece
     (config_dir / "roles.d" / "usr.json").write_text("{}\n")
     staged = _stage_a_day(tmp_path)
     routes = [{"type": "webhook", "conn_id": "alert_hook"}]
-    env = _site_env(tmp_path, {}, {"config": {"path": str(config_dir)}, "alerts": routes}, receivers.env)
+    lineage = {"AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "console"})}  # events into the task log
+    env = _site_env(tmp_path, {}, {"config": {"path": str(config_dir)}, "alerts": routes},
+                    {**receivers.env, **lineage})  # fmt: skip
     log = tmp_path / "airflow.log"
     _airflow(env, "pools", "set", "xdmod", "1", "XDMoD", "--include-deferred", log=log)
     assert _airflow(env, "dags", "test", "xdmod_backup", "2026-11-22T03:00:00+00:00", log=log) == 0, log.read_text()
@@ -410,6 +422,11 @@ def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db, rece
     assert events["xdmod_backup.modw"] == {"backup_id": done.id, "url": store.url(modw["path"]),
                                            "sha256": modw["sha256"], "bytes": modw["bytes"], "rows": 3003}  # fmt: skip
     assert receivers.posts == []
+    dumped = _lineage_events(log)["xdmod_backup.dump_databases"]
+    inputs = {(d["namespace"], d["name"]) for d in dumped["inputs"]}
+    outputs = {(d["namespace"], d["name"]) for d in dumped["outputs"]}
+    assert {("mysql://127.0.0.1:23316", "modw.jobfact"), ("mysql://127.0.0.1:23316", "moddb.Users")} <= inputs
+    assert ("file", str(tmp_path / "backups" / modw["path"])) in outputs
 
     # The restore refuses without the confirmation, then restores with it.
     conf = {"backup_id": done.id, "target_conn_id": "restore_target", "config_dir": str(tmp_path / "restored-etc")}
@@ -421,6 +438,8 @@ def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db, rece
     assert checksums(scratch, ALL_TABLES) == checksums(source, ALL_TABLES)
     assert (tmp_path / "restored-etc" / "portal_settings.ini").read_text() == '[general]\ntitle = "Zoë\'s XDMoD"\n'
     assert "restored modw: 2 tables, 3003 rows, matching the backup's snapshot" in log.read_text()
+    restored = _lineage_events(log)["xdmod_restore.restore"]
+    assert ("mysql://127.0.0.1:23317", "modw.jobfact") in {(d["namespace"], d["name"]) for d in restored["outputs"]}
 
     # A stored file corrupted since: the restore's check fails before touching anything, and alerts.
     corrupt = tmp_path / "backups" / manifest["databases"]["moddb"]["file"]["path"]
