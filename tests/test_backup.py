@@ -36,7 +36,9 @@ RO_PASSWORD = "ro-pw 'quoted' ✓"
 
 
 def _server_env(name: str) -> dict[str, str]:
-    return {"XU_MARIADB_DIR": str(STATE / f"backup-{name}"), "XU_MARIADB_PORT": str(SERVERS[name])}
+    # The source logs binary logs, as a replicated XDMoD server does: the manifest records the position.
+    return {"XU_MARIADB_DIR": str(STATE / f"backup-{name}"), "XU_MARIADB_PORT": str(SERVERS[name]),
+            "XU_MARIADB_BINLOG": "1" if name == "source" else "0"}  # fmt: skip
 
 
 def start_server(name: str) -> None:
@@ -106,6 +108,9 @@ def test_backup_verifies_and_restores_everything_byte_for_byte(source, scratch, 
     facts = make_backup(store, source, OPTIONS, 6, None)
     assert sorted(facts["databases"]) == sorted(DATABASES)
     assert facts["absent_optional"] == ["modw_cloud"]
+    server = facts["server"]
+    assert server["version"].startswith("10.11") and server["endpoint"] == "127.0.0.1:23316"
+    assert server["file"].startswith("binlog.") and server["position"] > 0 and server["gtid_binlog_pos"]
     assert facts["databases"]["modw"]["tables"]["jobfact"]["rows"] == 3000
     assert facts["databases"]["moddb"] | {"tables": None, "file": None} == {
         "tables": None, "file": None, "views": 1, "routines": 1, "events": 1, "triggers": 1,

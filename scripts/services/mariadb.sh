@@ -11,6 +11,7 @@
 #   XU_MARIADB_PORT       [13306]                 bound to 127.0.0.1 only
 #   XU_MARIADB_PASSWORD   [xdmod-test-pw]         password of 'xdmod'@'127.0.0.1' and @'localhost'
 #   XU_MARIADB_TIMEOUT    [60]                    seconds to wait for start / stop
+#   XU_MARIADB_BINLOG     [0]                     1: binary log on (log-bin in $XU_MARIADB_DIR, server-id 1)
 #
 # start:  installs mariadb-server/mariadb-client if missing, initialises the data dir once,
 #         runs mariadbd (--no-defaults, sql_mode='', max_allowed_packet=64M, --skip-name-resolve,
@@ -106,13 +107,17 @@ do_start() {
             xu_fail "mariadb-install-db failed"
     fi
 
+    local binlog=()
+    if [[ ${XU_MARIADB_BINLOG:-0} == 1 ]]; then
+        binlog=(--log-bin="$XU_MARIADB_DIR/binlog" --server-id=1)
+    fi
     : >"$OUT_FILE"
     setsid /usr/sbin/mariadbd --no-defaults --user=mysql \
         --datadir="$XU_MARIADB_DATADIR" --socket="$XU_MARIADB_SOCKET" \
         --port="$XU_MARIADB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
         --pid-file="$SERVER_PID_FILE" --log-error="$LOG_FILE" \
         --sql-mode='' --max-allowed-packet=64M \
-        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci "${binlog[@]}" \
         </dev/null >>"$OUT_FILE" 2>&1 &
     echo "$!" >"$PID_FILE"
     xu_wait_until "$XU_MARIADB_TIMEOUT" "mariadbd" "$PID_FILE" "$NEEDLE" -- ping_ok
