@@ -531,3 +531,32 @@ def test_config_from_the_xdmod_host_over_ssh(sshd_login, tmp_path, monkeypatch):
         backup_config(parse_site_config(yaml.safe_dump(config)), "20261122T040000Z")
     stored = [path.parent.name for path in (tmp_path / "backups").rglob("config.tar*")]
     assert stored == ["20261122T030000Z"], "a failed tar must not be stored"
+
+
+def test_preflight_checks_the_backup_setup(source, scratch, tmp_path, monkeypatch):
+    from xdmod_usage.config import parse_site_config
+    from xdmod_usage.preflight import check_backup, judge_backup_grants
+
+    env = _site_env(tmp_path, {}, {"config": {"source": "none"}})
+    for key, value in env.items():
+        if key.startswith("AIRFLOW_CONN_"):
+            monkeypatch.setenv(key, value)
+    site = parse_site_config(Path(env["XDMOD_USAGE_CONFIG"]).read_text())
+
+    def verdicts() -> dict[str, tuple[bool | None, str]]:
+        return {check.name: (check.ok, check.detail) for check in check_backup(site)}
+
+    found = verdicts()
+    assert all(ok for ok, _ in found.values()), found
+    absent = "['modw_etl', 'modw_cloud', 'modw_supremm', 'modw_jobefficiency', 'modw_ondemand', 'mod_appkernel', "
+    assert found["backup databases"] == (True, f"5 to dump; optional absent: {absent}'modw_gateways']")
+    conn = scratch.connect()
+    conn.cursor().execute("SET GLOBAL event_scheduler = ON")
+    try:
+        ok, detail = verdicts()["backup scratch event_scheduler"]
+        assert not ok and "set it OFF" in detail
+    finally:
+        conn.cursor().execute("SET GLOBAL event_scheduler = OFF")
+        conn.close()
+    assert judge_backup_grants(["GRANT SELECT, LOCK TABLES ON *.* TO `b`@`%`", "GRANT ALL ON `modw`.* TO `b`@`%`"]) \
+        .detail == "missing on *.*: SHOW VIEW, TRIGGER, EVENT, PROCESS"  # fmt: skip

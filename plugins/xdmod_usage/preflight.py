@@ -159,10 +159,94 @@ def run_checks(site: SiteConfig, *, with_pool: bool) -> list[Check]:
             checks += _guard(f"{resource.name} source",
                              lambda r=resource, s=source: check_openstack_source(r, openstack_api(s)))  # fmt: skip
     checks += _guard("xdmod resources.json", lambda: check_resources_json(site))
+    if site.backup is not None:
+        checks += check_backup(site)
     if with_pool:
         for pool in sorted({site.xdmod_for(r).pool for r in site.resources}):
             checks += _guard(f"pool {pool}", lambda p=pool: judge_pool(read_pool(p), p))
     return checks
+
+
+BACKUP_PRIVILEGES = ("SELECT", "LOCK TABLES", "SHOW VIEW", "TRIGGER", "EVENT", "PROCESS")
+
+
+def judge_backup_grants(grants: list[str]) -> Check:
+    """The dump needs these global privileges (PROCESS: to see mysqldump in the process list)."""
+    text = " ".join(grants).upper()
+    if "GRANT ALL PRIVILEGES ON *.*" in text:
+        return Check("backup source privileges", True, "ALL PRIVILEGES on *.*")
+    global_grants = " ".join(grant.upper() for grant in grants if " ON *.* " in grant.upper())
+    missing = [name for name in BACKUP_PRIVILEGES if name not in global_grants]
+    detail = f"missing on *.*: {', '.join(missing)}" if missing else "global " + ", ".join(BACKUP_PRIVILEGES)
+    return Check("backup source privileges", not missing, detail)
+
+
+def judge_backup_scratch(source_version: str, scratch_version: str, event_scheduler: str) -> list[Check]:
+    """CHECKSUM TABLE is comparable only between the same major versions; events restored for the check
+    must not run there."""
+    same = source_version.split(".")[:2] == scratch_version.split(".")[:2]
+    version = f"{scratch_version} (source {source_version})"
+    if not same:
+        version += ": CHECKSUM TABLE values differ between major versions"
+    off = event_scheduler.upper() in ("OFF", "DISABLED")
+    scheduler = event_scheduler if off else f"{event_scheduler}: restored events would run in xuv_*; set it OFF"
+    return [Check("backup scratch version", same, version), Check("backup scratch event_scheduler", off, scheduler)]
+
+
+def check_backup(site: SiteConfig) -> list[Check]:
+    """Clients on the worker, the backup store, the source's privileges and databases, the scratch server, the key."""
+    import shutil
+
+    from .backup_dump import BackupError, select_databases
+    from .backup_tasks import backup_store, dump_options, encryption_key, endpoint, source_conn_id
+
+    backup = site.backup
+    assert backup is not None
+    checks = [Check(f"backup client {name}", shutil.which(name) is not None, shutil.which(name) or "not found on PATH")
+              for name in (backup.mysqldump_path, backup.mysql_path)]  # fmt: skip
+    checks += _guard(
+        f"backup store {backup.store.root}", lambda: check_staging(backup_store(backup), backup.store.root)
+    )
+    versions: dict[str, str] = {}
+
+    def source() -> list[Check]:
+        conn = endpoint(source_conn_id(site)).connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT VERSION()")
+            versions["source"] = cursor.fetchone()[0]
+            cursor.execute("SHOW GRANTS FOR CURRENT_USER()")
+            grants = judge_backup_grants([row[0] for row in cursor.fetchall()])
+            try:
+                chosen, absent = select_databases(cursor, dump_options(site))
+                found = Check("backup databases", True, f"{len(chosen)} to dump; optional absent: {absent or 'none'}")
+            except BackupError as exc:
+                found = Check("backup databases", False, str(exc))
+        finally:
+            conn.close()
+        return [grants, found]
+
+    def scratch() -> list[Check]:
+        conn = endpoint(backup.verify_conn_id).connect()
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT VERSION(), @@GLOBAL.event_scheduler")
+            version, scheduler = cursor.fetchone()
+        finally:
+            conn.close()
+        return judge_backup_scratch(versions.get("source", version), version, str(scheduler))
+
+    checks += _guard(f"backup source {source_conn_id(site)}", source)
+    checks += _guard(f"backup scratch {backup.verify_conn_id}", scratch)
+    if backup.encryption_key_conn_id:
+        checks += _guard("backup key", lambda: Check("backup key", True, f"key id {_key_id(encryption_key(backup))}"))
+    return checks
+
+
+def _key_id(key: bytes | None) -> str:
+    from .backup_crypto import key_id
+
+    return key_id(key) if key else "-"
 
 
 def check_resources_json(site: SiteConfig) -> list[Check]:
