@@ -351,3 +351,32 @@ def receivers(monkeypatch):
     yield got
     smtp.stop()
     http.shutdown()
+
+
+# Two more MariaDB servers (backup source, scratch/restore target; also the hierarchy history's home).
+MARIADB_PAIR_PORTS = {"source": 23316, "scratch": 23317}
+MARIADB_PAIR_PASSWORD = "xdmod-test-pw"
+
+
+def _pair_env(name: str) -> dict[str, str]:
+    # The source logs binary logs, as a replicated XDMoD server does: the manifest records the position.
+    return {"XU_MARIADB_DIR": str(STATE / f"backup-{name}"), "XU_MARIADB_PORT": str(MARIADB_PAIR_PORTS[name]),
+            "XU_MARIADB_BINLOG": "1" if name == "source" else "0"}  # fmt: skip
+
+
+def start_pair_server(name: str) -> None:
+    run_script("scripts/services/mariadb.sh", "start", env=_pair_env(name), timeout=300)
+
+
+@pytest.fixture(scope="session")
+def mariadb_pair():
+    """Two real servers: the source with XDMoD-like data, the scratch/target (empty of XDMoD)."""
+    for name in MARIADB_PAIR_PORTS:
+        start_pair_server(name)
+    from xdmod_usage.mysql_client import DbEndpoint
+
+    yield {
+        name: DbEndpoint("127.0.0.1", port, "xdmod", MARIADB_PAIR_PASSWORD) for name, port in MARIADB_PAIR_PORTS.items()
+    }
+    for name in MARIADB_PAIR_PORTS:
+        run_script("scripts/services/mariadb.sh", "stop", env=_pair_env(name))

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, STATE, run_script
+from conftest import MARIADB_PAIR_PASSWORD as PASSWORD
+from conftest import MARIADB_PAIR_PORTS as SERVERS
+from conftest import ROOT, STATE, start_pair_server
 from xdmod_usage.backup_catalog import BackupInfo, list_backups, plan_retention, read_json
 from xdmod_usage.backup_dump import DumpOptions, DumpSplitter, mysqldump_argv
 from xdmod_usage.backup_make import make_backup
@@ -28,31 +30,9 @@ from xdmod_usage.mysql_client import DbEndpoint, defaults_file
 from xdmod_usage.staging import Store
 from xdmod_usage.synthetic_xdmod_db import DATABASES, create_xdmod_like, insert_jobs
 
-PASSWORD = "xdmod-test-pw"
-SERVERS = {"source": 23316, "scratch": 23317}
 OPTIONS = DumpOptions(databases=["moddb", "modw"], patterns=["mod%"], optional=["modw_cloud"],
                       users=["xdmod", "xdmod_ro"])  # fmt: skip
 RO_PASSWORD = "ro-pw 'quoted' ✓"
-
-
-def _server_env(name: str) -> dict[str, str]:
-    # The source logs binary logs, as a replicated XDMoD server does: the manifest records the position.
-    return {"XU_MARIADB_DIR": str(STATE / f"backup-{name}"), "XU_MARIADB_PORT": str(SERVERS[name]),
-            "XU_MARIADB_BINLOG": "1" if name == "source" else "0"}  # fmt: skip
-
-
-def start_server(name: str) -> None:
-    run_script("scripts/services/mariadb.sh", "start", env=_server_env(name), timeout=300)
-
-
-@pytest.fixture(scope="session")
-def mariadb_pair():
-    """Two real servers: the source with XDMoD-like data, the scratch/target (empty of XDMoD)."""
-    for name in SERVERS:
-        start_server(name)
-    yield {name: DbEndpoint("127.0.0.1", port, "xdmod", PASSWORD) for name, port in SERVERS.items()}
-    for name in SERVERS:
-        run_script("scripts/services/mariadb.sh", "stop", env=_server_env(name))
 
 
 @pytest.fixture
@@ -230,7 +210,7 @@ def test_source_killed_mid_dump_leaves_nothing_complete_and_the_retry_succeeds(s
     leftovers = [p for p in (tmp_path / "backups").rglob("*") if p.is_file()]
     assert leftovers == [], f"a failed attempt left files: {leftovers}"
 
-    start_server("source")  # what a retry meets after the server came back
+    start_pair_server("source")  # what a retry meets after the server came back
     facts = make_backup(store, source, OPTIONS, 1, None)
     verify_backup(store, facts["id"], scratch, None)
     assert [b.status for b in list_backups(store)] == ["incomplete", "verified"]

@@ -9,20 +9,17 @@ AirflowFailException so the task fails at once instead of burning retries.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import IO, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from .config import Resource, SiteConfig
+from .config import SQL_DIR, Resource, SiteConfig
 from .window import UsageWindow, WindowError
 
 log = logging.getLogger(__name__)
-SQL_DIR = Path(os.environ.get("XDMOD_USAGE_SQL_DIR", Path(__file__).resolve().parents[2] / "include" / "sql"))
 
 
 def window_from_context(context: dict[str, Any]) -> UsageWindow:

@@ -27,6 +27,8 @@ from pydantic import (
 )
 
 CONFIG_ENV = "XDMOD_USAGE_CONFIG"
+# SQL the library runs, beside plugins/ (repo, docker-compose) or where $XDMOD_USAGE_SQL_DIR says.
+SQL_DIR = Path(os.environ.get("XDMOD_USAGE_SQL_DIR", Path(__file__).resolve().parents[2] / "include" / "sql"))
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
