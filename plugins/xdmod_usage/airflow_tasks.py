@@ -42,13 +42,18 @@ def check_window(context: dict[str, Any]) -> dict[str, str]:
     return window.as_dict()
 
 
-def _staging_store(site: SiteConfig, resource: Resource) -> Any:
+def staging_store(site: SiteConfig, resource: Resource) -> Any:
+    """The Store of a resource's staging area (the site default or its own)."""
+    return store_at(site.staging_for(resource))
+
+
+def store_at(config: Any) -> Any:
+    """The Store of a StagingConfig-shaped location (root URL + connection): staging or backups."""
     from airflow.sdk import ObjectStoragePath
 
     from .staging import Store
 
-    staging = site.staging_for(resource)
-    return Store.from_path(ObjectStoragePath(staging.root, conn_id=staging.conn_id))
+    return Store.from_path(ObjectStoragePath(config.root, conn_id=config.conn_id))
 
 
 @contextmanager
@@ -138,7 +143,7 @@ def stage_slurm(site: SiteConfig, resource: Resource, context: dict[str, Any]) -
     def stage(window: UsageWindow, replay: bool, options: dict[str, Any]) -> Any:
         day = SlurmDay(resource.name, resource.xdmod_resource, source.cluster, window)
         pull, info = _sacct_puller(resource, window, _task_timeout_seconds(context))
-        return stage_slurm_day(_staging_store(site, resource), day, None if replay else pull, info, **options)
+        return stage_slurm_day(staging_store(site, resource), day, None if replay else pull, info, **options)
 
     return _stage_with_params(site, resource, context, stage, (UnknownClusterError,)).summary()
 
@@ -178,7 +183,7 @@ def stage_openshift(site: SiteConfig, resource: Resource, context: dict[str, Any
 
     def stage(window: UsageWindow, replay: bool, options: dict[str, Any]) -> Any:
         api = None if replay else prometheus_api(source.prometheus_conn_id)
-        return stage_openshift_day(_staging_store(site, resource), resource.name, resource.xdmod_resource, source,
+        return stage_openshift_day(staging_store(site, resource), resource.name, resource.xdmod_resource, source,
                                    window, api, source_info={"prometheus_conn_id": source.prometheus_conn_id},
                                    **options)  # fmt: skip
 
@@ -244,7 +249,7 @@ def stage_openstack(site: SiteConfig, resource: Resource, context: dict[str, Any
     def stage(window: UsageWindow, replay: bool, options: dict[str, Any]) -> Any:
         api = None if replay else openstack_api(source)
         info = {"conn_id": source.conn_id, "cloud": source.cloud, "region_name": source.region_name}
-        return stage_openstack_day(_staging_store(site, resource), resource.name, resource.xdmod_resource, window,
+        return stage_openstack_day(staging_store(site, resource), resource.name, resource.xdmod_resource, window,
                                    api, zero_vcpus=source.zero_vcpus, hypervisors=source.hypervisors,
                                    source_info=info, **options)  # fmt: skip
 
@@ -367,7 +372,7 @@ def check_freshness(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]
     from .freshness import find_gaps, report, summary_line
 
     now = dt.datetime.now(dt.UTC)
-    gaps = find_gaps(site, lambda resource: _staging_store(site, resource), now, site.freshness.days,
+    gaps = find_gaps(site, lambda resource: staging_store(site, resource), now, site.freshness.days,
                      site.freshness.grace)  # fmt: skip
     text = report(gaps, site.freshness.days)
     log.info("%s", text)

@@ -95,6 +95,14 @@ class _HashingReader:
         return True
 
 
+def _check(store: Store, entry: dict[str, Any], hashing: _HashingReader) -> None:
+    if hashing.sha256.hexdigest() != entry["sha256"] or hashing.size != entry["bytes"]:
+        raise HashMismatchError(
+            f"{store.url(entry['path'])}: sha256 {hashing.sha256.hexdigest()} ({hashing.size} bytes), "
+            f"manifest says {entry['sha256']} ({entry['bytes']} bytes)"
+        )
+
+
 @contextmanager
 def open_object(store: Store, entry: dict[str, Any], key: bytes | None) -> Iterator[IO[bytes]]:
     """The plain bytes of a stored object; its sha256 and size are checked when the block ends.
@@ -115,22 +123,13 @@ def open_object(store: Store, entry: dict[str, Any], key: bytes | None) -> Itera
                 pass
         while hashing.read(READ_CHUNK):
             pass
-    if hashing.sha256.hexdigest() != entry["sha256"] or hashing.size != entry["bytes"]:
-        raise HashMismatchError(
-            f"{store.url(entry['path'])}: sha256 {hashing.sha256.hexdigest()} ({hashing.size} bytes), "
-            f"manifest says {entry['sha256']} ({entry['bytes']} bytes)"
-        )
+    _check(store, entry, hashing)
 
 
 def rehash(store: Store, entry: dict[str, Any]) -> None:
     """Re-read a stored object and compare with its manifest entry (no decryption needed)."""
-    digest, size = hashlib.sha256(), 0
     with store.open_read(entry["path"]) as stored:
-        for chunk in iter(lambda: stored.read(READ_CHUNK), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    if digest.hexdigest() != entry["sha256"] or size != entry["bytes"]:
-        raise HashMismatchError(
-            f"{store.url(entry['path'])}: sha256 {digest.hexdigest()} ({size} bytes), "
-            f"manifest says {entry['sha256']} ({entry['bytes']} bytes)"
-        )
+        hashing = _HashingReader(stored)
+        while hashing.read(READ_CHUNK):
+            pass
+    _check(store, entry, hashing)

@@ -33,11 +33,9 @@ def endpoint(conn_id: str) -> Any:
 
 
 def backup_store(backup: BackupConfig) -> Any:
-    from airflow.sdk import ObjectStoragePath
+    from .airflow_tasks import store_at
 
-    from .staging import Store
-
-    return Store.from_path(ObjectStoragePath(backup.store.root, conn_id=backup.store.conn_id))
+    return store_at(backup.store)
 
 
 def encryption_key(backup: BackupConfig) -> bytes | None:
@@ -166,19 +164,14 @@ def backup_config(site: SiteConfig, ident: str) -> dict[str, Any] | None:
 
 def backup_archive(site: SiteConfig) -> dict[str, Any] | None:
     """Every resource's raw source archives into the backup store (only the ones not there yet)."""
-    from airflow.sdk import ObjectStoragePath
-
+    from .airflow_tasks import staging_store
     from .backup_make import archive_raw_sources
-    from .staging import Store
 
     backup = site.backup
     assert backup is not None
     if backup.archive == "none":
         return None
-    stores = {}
-    for resource in site.resources:
-        staging = site.staging_for(resource)
-        stores[resource.name] = Store.from_path(ObjectStoragePath(staging.root, conn_id=staging.conn_id))
+    stores = {resource.name: staging_store(site, resource) for resource in site.resources}
     summary = archive_raw_sources(backup_store(backup), stores, backup.archive)
     log.info("raw archives: %d copied (%d bytes), %d already in the store", summary["copied"],
              summary["bytes_copied"], summary["present"])  # fmt: skip

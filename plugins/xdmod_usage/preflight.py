@@ -143,14 +143,14 @@ def read_pool(name: str) -> dict[str, Any] | None:
 
 def run_checks(site: SiteConfig, *, with_pool: bool) -> list[Check]:
     """Every check of the site, Airflow side (connections through hooks, staging through ObjectStoragePath)."""
-    from .airflow_tasks import _staging_store, openstack_api, slurm_runner
+    from .airflow_tasks import openstack_api, slurm_runner, staging_store
 
     checks: list[Check] = []
     for conn_id in sorted({site.xdmod_for(r).db_conn_id for r in site.resources}):
         checks += _guard(f"connection {conn_id}", lambda c=conn_id: check_xdmod_db(c))
     for root in sorted({site.staging_for(r).root for r in site.resources}):
         resource = next(r for r in site.resources if site.staging_for(r).root == root)
-        checks += _guard(f"staging {root}", lambda r=resource, u=root: check_staging(_staging_store(site, r), u))
+        checks += _guard(f"staging {root}", lambda r=resource, u=root: check_staging(staging_store(site, r), u))
     for resource in site.resources:
         if resource.kind == "slurm":
             checks += _guard(f"{resource.name} source", lambda r=resource: _with_runner(r, slurm_runner))
@@ -306,11 +306,11 @@ def preflight_pod(site: SiteConfig, resource: Resource, probe: XdmodInput) -> An
 
 def check_from_pod(site: SiteConfig, resources: list[Resource]) -> list[Check]:
     """Staging readable from a pod, the pod's ConfigMap/Secrets/image usable, the codes in resources.json."""
-    from .airflow_tasks import _staging_store
+    from .airflow_tasks import staging_store
     from .kubernetes_runner import run_pod_to_completion
 
     first = resources[0]
-    store = _staging_store(site, first)
+    store = staging_store(site, first)
     rel = f".preflight-{uuid.uuid4().hex}/probe"
     store.put_bytes(rel, PROBE_PAYLOAD)
     try:
