@@ -94,13 +94,15 @@ class _HashingReader:
     def readable(self) -> bool:
         return True
 
-
-def _check(store: Store, entry: dict[str, Any], hashing: _HashingReader) -> None:
-    if hashing.sha256.hexdigest() != entry["sha256"] or hashing.size != entry["bytes"]:
-        raise HashMismatchError(
-            f"{store.url(entry['path'])}: sha256 {hashing.sha256.hexdigest()} ({hashing.size} bytes), "
-            f"manifest says {entry['sha256']} ({entry['bytes']} bytes)"
-        )
+    def verify(self, store: Store, entry: dict[str, Any]) -> None:
+        """Hash what is left unread, then compare every byte with the manifest entry."""
+        while self.read(READ_CHUNK):
+            pass
+        if self.sha256.hexdigest() != entry["sha256"] or self.size != entry["bytes"]:
+            raise HashMismatchError(
+                f"{store.url(entry['path'])}: sha256 {self.sha256.hexdigest()} ({self.size} bytes), "
+                f"manifest says {entry['sha256']} ({entry['bytes']} bytes)"
+            )
 
 
 @contextmanager
@@ -121,15 +123,10 @@ def open_object(store: Store, entry: dict[str, Any], key: bytes | None) -> Itera
             yield plain  # type: ignore[misc]
             while plain.read(READ_CHUNK):
                 pass
-        while hashing.read(READ_CHUNK):
-            pass
-    _check(store, entry, hashing)
+        hashing.verify(store, entry)
 
 
 def rehash(store: Store, entry: dict[str, Any]) -> None:
     """Re-read a stored object and compare with its manifest entry (no decryption needed)."""
     with store.open_read(entry["path"]) as stored:
-        hashing = _HashingReader(stored)
-        while hashing.read(READ_CHUNK):
-            pass
-    _check(store, entry, hashing)
+        _HashingReader(stored).verify(store, entry)
