@@ -22,6 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("XU_STATE_DIR", ROOT / ".services"))
 AIRFLOW_HOME = STATE / "airflow-test"
 ARTIFACTS = ROOT / "test-artifacts"
+# Shifts every fixed service port of the fixtures, so two test sessions (each with its own
+# XU_STATE_DIR) can run side by side on one machine.
+PORT_OFFSET = int(os.environ.get("XU_TEST_PORT_OFFSET", "0"))
+
+
+def port(base: int) -> str:
+    return str(base + PORT_OFFSET)
+
 
 os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -94,10 +102,10 @@ def s3_endpoint(tmp_path_factory) -> str:
 
 # Own ports, so a demo instance left running does not clash with the test instance.
 TEST_PORTS = {
-    "XU_MARIADB_PORT": "23306",
-    "XU_SLURMCTLD_PORT": "26817",
-    "XU_SLURMD_PORT": "26818",
-    "XU_SLURMDBD_PORT": "26819",
+    "XU_MARIADB_PORT": port(23306),
+    "XU_SLURMCTLD_PORT": port(26817),
+    "XU_SLURMD_PORT": port(26818),
+    "XU_SLURMDBD_PORT": port(26819),
 }
 
 
@@ -172,7 +180,7 @@ def sshd_login():
         run_script(script, "stop", env=env, timeout=120)
 
 
-PROM_TEST_PORT = "29090"
+PROM_TEST_PORT = port(29090)
 
 
 @pytest.fixture(scope="session")
@@ -187,7 +195,7 @@ def prometheus_site(tmp_path_factory):
     yield from _prometheus_with_day(tmp_path_factory, "prom-test", PROM_TEST_PORT, pods=60, seed=7)
 
 
-PROM_KSM_TEST_PORT = "29091"
+PROM_KSM_TEST_PORT = port(29091)
 
 
 @pytest.fixture(scope="session")
@@ -222,7 +230,7 @@ def _prometheus_with_day(tmp_path_factory, state: str, port: str, **day_options)
         path.unlink(missing_ok=True)
 
 
-OS_TEST_PORT_BASE = "25000"
+OS_TEST_PORT_BASE = port(25000)
 
 
 @dataclass(frozen=True)
@@ -354,7 +362,7 @@ def receivers(monkeypatch):
 
 
 # Two more MariaDB servers (backup source, scratch/restore target; also the hierarchy history's home).
-MARIADB_PAIR_PORTS = {"source": 23316, "scratch": 23317}
+MARIADB_PAIR_PORTS = {"source": 23316 + PORT_OFFSET, "scratch": 23317 + PORT_OFFSET}
 MARIADB_PAIR_PASSWORD = "xdmod-test-pw"
 
 

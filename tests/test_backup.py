@@ -89,7 +89,7 @@ def test_backup_verifies_and_restores_everything_byte_for_byte(source, scratch, 
     assert sorted(facts["databases"]) == sorted(DATABASES)
     assert facts["absent_optional"] == ["modw_cloud"]
     server = facts["server"]
-    assert server["version"].startswith("10.11") and server["endpoint"] == "127.0.0.1:23316"
+    assert server["version"].startswith("10.11") and server["endpoint"] == f"127.0.0.1:{SERVERS['source']}"
     assert server["file"].startswith("binlog.") and server["position"] > 0 and server["gtid_binlog_pos"]
     assert facts["databases"]["modw"]["tables"]["jobfact"]["rows"] == 3000
     assert facts["databases"]["moddb"] | {"tables": None, "file": None} == {
@@ -400,7 +400,7 @@ def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db, rece
     assert (tmp_path / "backups" / copied["path"]).stat().st_size == raw["bytes"]
     text = log.read_text()
     assert PASSWORD not in text and RO_PASSWORD not in text
-    assert "backup " + done.id + " verified on 127.0.0.1:23317" in text
+    assert "backup " + done.id + f" verified on 127.0.0.1:{SERVERS['scratch']}" in text
     events = _asset_events(done.id)  # one asset event per database backup, with its facts
     assert sorted(events) == [f"xdmod_backup.{db}" for db in sorted(DATABASES)]
     modw = manifest["databases"]["modw"]["file"]
@@ -410,7 +410,8 @@ def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db, rece
     dumped = _lineage_events(log)["xdmod_backup.dump_databases"]
     inputs = {(d["namespace"], d["name"]) for d in dumped["inputs"]}
     outputs = {(d["namespace"], d["name"]) for d in dumped["outputs"]}
-    assert {("mysql://127.0.0.1:23316", "modw.jobfact"), ("mysql://127.0.0.1:23316", "moddb.Users")} <= inputs
+    source_ns = f"mysql://127.0.0.1:{SERVERS['source']}"
+    assert {(source_ns, "modw.jobfact"), (source_ns, "moddb.Users")} <= inputs
     assert ("file", str(tmp_path / "backups" / modw["path"])) in outputs
 
     # The restore refuses without the confirmation, then restores with it.
@@ -424,7 +425,8 @@ def test_backup_dag_then_restore_dag(source, scratch, tmp_path, airflow_db, rece
     assert (tmp_path / "restored-etc" / "portal_settings.ini").read_text() == '[general]\ntitle = "Zoë\'s XDMoD"\n'
     assert "restored modw: 2 tables, 3003 rows, matching the backup's snapshot" in log.read_text()
     restored = _lineage_events(log)["xdmod_restore.restore"]
-    assert ("mysql://127.0.0.1:23317", "modw.jobfact") in {(d["namespace"], d["name"]) for d in restored["outputs"]}
+    scratch_ns = f"mysql://127.0.0.1:{SERVERS['scratch']}"
+    assert (scratch_ns, "modw.jobfact") in {(d["namespace"], d["name"]) for d in restored["outputs"]}
 
     # A stored file corrupted since: the restore's check fails before touching anything, and alerts.
     corrupt = tmp_path / "backups" / manifest["databases"]["moddb"]["file"]["path"]
@@ -454,7 +456,7 @@ def test_backup_operator_lineage(source, scratch, tmp_path, monkeypatch):
     result = operator.execute({})
     lineage = operator.get_openlineage_facets_on_complete(None)
     inputs = {(d.namespace, d.name) for d in lineage.inputs}
-    assert ("mysql://127.0.0.1:23316", "modw.jobfact") in inputs and len(inputs) == len(ALL_TABLES)
+    assert (f"mysql://127.0.0.1:{SERVERS['source']}", "modw.jobfact") in inputs and len(inputs) == len(ALL_TABLES)
     outputs = {(d.namespace, d.name) for d in lineage.outputs}
     assert ("file", str(tmp_path / "backups" / "backups" / result["id"] / "db" / "modw.sql.gz")) in outputs
 
