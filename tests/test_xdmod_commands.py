@@ -1,15 +1,21 @@
 """XDMoD command lines, exactly as XDMoD documents them."""
 
+import datetime as dt
+
 import pytest
 
 from xdmod_usage.xdmod_commands import (
     XdmodInput,
     aggregate,
+    delete_resource_jobs,
     import_csv,
     ingest,
     ingest_datatype,
+    reingest,
     shred_cloud,
     shred_slurm,
+    shred_slurm_days,
+    truncate_jobs,
 )
 
 STAGED = XdmodInput("slurm-hpc1-2026-11-20.log", "file:///s/hpc1/2026-11-20/v-1/x.log", "ab" * 32)
@@ -59,3 +65,28 @@ def test_cloud_shred_reads_the_days_own_directory_and_ingests_by_datatype():
 def test_cloud_subdir_must_be_one_directory_name(bad):
     with pytest.raises(ValueError, match="one directory name"):
         shred_cloud("r", "openstack", "/in", bad, EVENTS)
+
+
+def test_hierarchy_import_and_reingest_of_a_range():
+    item = XdmodInput("group-to-hierarchy.csv", "file:///s/_hierarchy/2026-12-01/v-1/g.csv", "ef" * 32)
+    assert import_csv("group-to-hierarchy", "/in", item).argv == (
+        "xdmod-import-csv", "-t", "group-to-hierarchy", "-i", "/in/group-to-hierarchy.csv",
+    )  # fmt: skip
+    assert reingest(dt.date(2026, 1, 1), dt.date(2026, 1, 31)).argv == (
+        "xdmod-ingestor", "--start-date", "2026-01-01", "--end-date", "2026-01-31",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="before start"):
+        reingest(dt.date(2026, 2, 1), dt.date(2026, 1, 31))
+
+
+def test_reload_commands_delete_or_truncate_without_a_prompt_and_shred_days_in_order():
+    # xdmod-admin asks "(yes/no)" on a terminal unless --force: in a pod that question never ends.
+    assert delete_resource_jobs("hpc1").argv == ("xdmod-admin", "--jobs", "--delete=hpc1", "--force")
+    assert truncate_jobs().argv == ("xdmod-admin", "--jobs", "--truncate", "--force")
+    with pytest.raises(ValueError, match="not a resource code"):
+        delete_resource_jobs("hpc1 --truncate")
+    days = [XdmodInput(f"slurm-hpc1-2026-11-{d:02d}.log", f"file:///s/{d}", f"{d:064x}") for d in (3, 1, 2)]
+    command = shred_slurm_days("hpc1", "/in", "reload-hpc1-2026-11", days)
+    assert command.argv == ("xdmod-shredder", "-r", "hpc1", "-f", "slurm", "-d", "/in/reload-hpc1-2026-11")
+    assert [item.name for item in command.inputs] == [f"reload-hpc1-2026-11/slurm-hpc1-2026-11-0{d}.log"
+                                                      for d in (1, 2, 3)]  # fmt: skip

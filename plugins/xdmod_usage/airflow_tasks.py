@@ -12,11 +12,12 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from .config import SQL_DIR, Resource, SiteConfig
+from .config import SQL_DIR, Resource, SiteConfig, StagingConfig, XdmodConfig
 from .window import UsageWindow, WindowError
 
 log = logging.getLogger(__name__)
@@ -156,18 +157,23 @@ def prometheus_api(conn_id: str) -> Any:
     from .prometheus_api import PrometheusApi
 
     conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    verify, timeout = tls_verify(extra.get("verify", True)), float(extra.get("timeout", 120))
+    return PrometheusApi(http_base_url(conn), token=conn.password or None, verify=verify, timeout=timeout)
+
+
+def http_base_url(conn: Any) -> str:
+    """An HTTP connection's base URL: host as a full URL, or host + schema (https by default) + port."""
     host = conn.host or ""
     if "://" not in host:
         scheme = conn.schema or "https"
-        host = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
-    elif conn.port and host.count(":") < 2:
-        host = f"{host}:{conn.port}"
-    extra = conn.extra_dejson
-    return PrometheusApi(host, token=conn.password or None, verify=_tls_verify(extra.get("verify", True)),
-                         timeout=float(extra.get("timeout", 120)))  # fmt: skip
+        return f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+    if conn.port and host.count(":") < 2:
+        return f"{host}:{conn.port}"
+    return host
 
 
-def _tls_verify(value: Any) -> bool | str:
+def tls_verify(value: Any) -> bool | str:
     """A connection extra's TLS setting: true/false (also as text, as the UI stores it) or a CA bundle path."""
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
@@ -233,7 +239,7 @@ def openstack_api(source: Any) -> Any:
             for key in ("project_name", "project_id"):
                 if extra.get(key):
                     auth[key] = extra[key]
-        verify = _tls_verify(extra.get("cacert") or extra.get("verify", True))
+        verify = tls_verify(extra.get("cacert") or extra.get("verify", True))
         conn = connect(auth=auth, region_name=source.region_name or extra.get("region_name"),
                        interface=extra.get("interface", source.interface), verify=verify, timeout=timeout)  # fmt: skip
     return OpenStackApi(conn, page_size=source.page_size, retries=source.retries)
@@ -289,7 +295,28 @@ def xdmod_db_timestamp(site: SiteConfig, resource: Resource) -> str:
     return str(row[0])
 
 
-def _run_over_ssh(site: SiteConfig, resource: Resource, command: Any, context: dict[str, Any]) -> Any:
+@dataclass(frozen=True)
+class XdmodTarget:
+    """Where and as what an XDMoD command runs: the runner config, the staging its inputs come from, and
+    the name its pod and metrics carry (a resource code, or e.g. "hierarchy" for site-wide commands)."""
+
+    xdmod: XdmodConfig
+    staging: StagingConfig
+    label: str
+    metrics_name: str
+
+
+def target_of(site: SiteConfig, resource: Resource) -> XdmodTarget:
+    """A resource's XDMoD commands: its own runner and staging settings (or the site's)."""
+    return XdmodTarget(site.xdmod_for(resource), site.staging_for(resource), resource.xdmod_resource, resource.name)
+
+
+def site_target(site: SiteConfig, label: str) -> XdmodTarget:
+    """Site-wide XDMoD commands (aggregation, hierarchy import, re-ingest): the site's settings."""
+    return XdmodTarget(site.xdmod, site.staging, label, label)
+
+
+def _run_over_ssh(target: XdmodTarget, command: Any, context: dict[str, Any]) -> Any:
     """SSH runner: inputs over SFTP (sha256 checked there), then the command; lock failures retry."""
     from airflow.providers.ssh.hooks.ssh import SSHHook
     from airflow.sdk import ObjectStoragePath
@@ -297,12 +324,12 @@ def _run_over_ssh(site: SiteConfig, resource: Resource, command: Any, context: d
     from .runners import XdmodCommandError
     from .ssh_runner import SshRunner, SshRunnerSettings
 
-    xdmod, staging = site.xdmod_for(resource), site.staging_for(resource)
+    xdmod = target.xdmod
     timeout = _task_timeout_seconds(context)
     settings = SshRunnerSettings(xdmod.input_dir, xdmod.ssh.command_dir)
 
     def open_input(url: str) -> Any:
-        return ObjectStoragePath(url, conn_id=staging.conn_id).open("rb")
+        return ObjectStoragePath(url, conn_id=target.staging.conn_id).open("rb")
 
     try:
         with SSHHook(ssh_conn_id=xdmod.ssh.conn_id).get_conn() as client:
@@ -313,19 +340,23 @@ def _run_over_ssh(site: SiteConfig, resource: Resource, command: Any, context: d
         raise AirflowFailException(str(exc)) from None
 
 
-def run_xdmod(
-    site: SiteConfig, resource: Resource, context: dict[str, Any], build: Callable[[str], Any]
-) -> dict[str, Any]:
-    """Build one XDMoD command and hand it to the runner.
+def run_xdmod(target: XdmodTarget, context: dict[str, Any], build: Callable[[str], Any]) -> dict[str, Any]:
+    """Build one XDMoD command (given the XDMoD side's input directory) and run it."""
+    return run_xdmod_command(target, context, build(target.xdmod.input_dir))
 
-    The ``dry_run`` Param forces the dry-run runner, which still shows the exact pod when the
-    kubernetes runner is configured.
+
+def run_xdmod_command(
+    target: XdmodTarget, context: dict[str, Any], command: Any, dry_run: bool = False
+) -> dict[str, Any]:
+    """Hand one XDMoD command to the configured runner.
+
+    ``dry_run`` (or the run's ``dry_run`` Param) forces the dry-run runner, which still shows the exact
+    pod when the kubernetes runner is configured.
     """
     from .runners import DryRunRunner, KubernetesRunner
 
-    xdmod = site.xdmod_for(resource)
-    command = build(xdmod.input_dir)
-    requested = bool((context.get("params") or {}).get("dry_run"))
+    xdmod = target.xdmod
+    requested = dry_run or bool((context.get("params") or {}).get("dry_run"))
     build_pod = None
     if xdmod.kubernetes is not None:
         from .kubernetes_runner import xdmod_pod_operator
@@ -335,11 +366,11 @@ def run_xdmod(
         def build_pod(cmd: Any) -> Any:
             return xdmod_pod_operator(
                 task_id=f"{task.task_id if task else cmd.step}_pod",
-                resource=resource.xdmod_resource,
+                resource=target.label,
                 command=cmd,
                 kube=xdmod.kubernetes,
                 input_dir=xdmod.input_dir,
-                staging_root=site.staging_for(resource).root,
+                staging_root=target.staging.root,
                 execution_timeout=task.execution_timeout if task else None,
             )
 
@@ -357,11 +388,11 @@ def run_xdmod(
                 raise AirflowFailException(str(exc)) from exc
             raise
     else:
-        result = _run_over_ssh(site, resource, command, context)
+        result = _run_over_ssh(target, command, context)
     if not result.dry_run:
         from .metrics import emit
 
-        emit(resource.name, {f"xdmod_{command.step.replace('-', '_')}_seconds": time.monotonic() - started})
+        emit(target.metrics_name, {f"xdmod_{command.step.replace('-', '_')}_seconds": time.monotonic() - started})
     return {"step": result.step, "argv": result.argv, "dry_run": result.dry_run, "exit_status": result.exit_status}
 
 

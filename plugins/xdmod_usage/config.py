@@ -166,6 +166,11 @@ class XdmodConfig(_Strict):
         default="/srv/xdmod-usage/input",
         description="Directory on the XDMoD side where the runner places a day's staged files.",
     )
+    version: Literal["11.0", "11.5"] = Field(
+        default="11.5",
+        description="XDMoD's release line: 11.5 deletes one resource's jobs (xdmod-admin --jobs --delete); "
+        "11.0 can only truncate every resource's jobs, so a reload there reloads every job resource.",
+    )
 
     @field_validator("input_dir")
     @classmethod
@@ -433,6 +438,14 @@ class BackupConfigSource(_Strict):
 _DB_NAME = r"^[A-Za-z0-9_$-]{1,64}$"
 
 
+def _valid_cron(value: str) -> str:
+    from croniter import croniter
+
+    if not croniter.is_valid(value):
+        raise ValueError(f"not a valid cron expression: {value!r}")
+    return value
+
+
 class BackupConfig(_Strict):
     """The weekly backup of XDMoD's databases, accounts and configuration (DAGs xdmod_backup, xdmod_restore)."""
 
@@ -489,11 +502,7 @@ class BackupConfig(_Strict):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from croniter import croniter
-
-        if not croniter.is_valid(value):
-            raise ValueError(f"not a valid cron expression: {value!r}")
-        return value
+        return _valid_cron(value)
 
     @field_validator("mysqldump_path", "mysql_path")
     @classmethod
@@ -501,6 +510,148 @@ class BackupConfig(_Strict):
         if not value or value.startswith("-"):
             raise ValueError("must be a command name or path")
         return value
+
+
+HierarchyLevel = Literal["organization", "pi", "project"]
+LEVEL_ORDER: tuple[HierarchyLevel, ...] = ("organization", "pi", "project")
+
+
+class FileHierarchySource(_Strict):
+    """The site's own mapping file (YAML: organizations, people, projects; see README)."""
+
+    type: Literal["file"]
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+
+class ColdFrontResourceMap(_Strict):
+    """How a ColdFront resource's allocations name the group XDMoD sees on one XDMoD resource."""
+
+    xdmod_resource: Name = Field(description="The resource code in XDMoD's resources.json.")
+    group_attribute: str | None = Field(
+        default=None, description="Allocation attribute holding the group name the usage rows carry (e.g. "
+        "slurm_account_name, Allocated Project ID); unset: the ColdFront project title.",
+    )  # fmt: skip
+    cloud: bool = Field(default=False, description="A cloud resource: also write cloud-project-to-pi rows.")
+
+
+class ColdFrontHierarchySource(_Strict):
+    """ColdFront's REST API plugin (1.1.10+): projects, PIs, allocations, user names."""
+
+    type: Literal["coldfront"]
+    conn_id: ConnId = Field(description="HTTP connection: host = ColdFront's base URL, password = API token "
+                            "of a staff account (user names need staff).")  # fmt: skip
+    resources: dict[str, ColdFrontResourceMap] = Field(
+        min_length=1, description="ColdFront resource name -> how its allocations map to an XDMoD resource."
+    )
+    organization_attribute: str | None = Field(
+        default="Institution", description="Project attribute holding the organization; unset: none."
+    )
+    allocation_statuses: list[str] | None = Field(
+        default=None, description="Only allocations in these statuses; unset: all (an expired allocation's "
+        "past usage still belongs to its project).",
+    )  # fmt: skip
+    timeout: Duration = dt.timedelta(seconds=60)
+    retries: int = Field(default=4, ge=0, le=10)
+
+
+class OpenShiftHierarchySource(_Strict):
+    """OpenShift namespaces' annotations/labels through the resource's Prometheus, attributed exactly as
+    that resource's usage rows are (its policy's keys and mapping file), so the group names match."""
+
+    type: Literal["openshift"]
+    resource: Name = Field(description="An OpenShift resource of this config (its connection and policy).")
+    organization_keys: list[str] = Field(default_factory=lambda: ["cf_institution"])
+    title_keys: list[str] = Field(default_factory=lambda: ["openshift.io/display-name"])
+    lookback: Duration = Field(
+        default=dt.timedelta(days=1), description="Namespaces seen in Prometheus within this time before the run."
+    )
+
+
+class OpenStackHierarchySource(_Strict):
+    """OpenStack projects' properties through Keystone (the resource's connection)."""
+
+    type: Literal["openstack"]
+    resource: Name = Field(description="An OpenStack resource of this config (its connection).")
+    pi_keys: list[str] = Field(default_factory=lambda: ["pi"], min_length=1)
+    organization_keys: list[str] = Field(default_factory=lambda: ["organization"])
+    title: Literal["description", "name"] = "description"
+
+
+HierarchySource = Annotated[
+    FileHierarchySource | ColdFrontHierarchySource | OpenShiftHierarchySource | OpenStackHierarchySource,
+    Field(discriminator="type"),
+]
+
+
+class HierarchyConfig(_Strict):
+    """XDMoD's organization -> PI -> project hierarchy, names and cloud project PIs (DAG xdmod_hierarchy)."""
+
+    db_conn_id: ConnId = Field(
+        default="xdmod_usage_history", description="MySQL connection (with a database) for the history tables."
+    )
+    schedule: str = Field(default="30 1 * * *", description="Cron (UTC) of xdmod_hierarchy.")
+    start_date: dt.date = dt.date(2026, 1, 1)
+    levels: list[HierarchyLevel] = Field(
+        default_factory=lambda: ["organization", "pi", "project"],
+        description="XDMoD's hierarchy levels, top to bottom (1 to 3 of organization, pi, project).",
+    )
+    group_field: Literal["project", "pi"] = Field(
+        default="project", description="Which field is the group name XDMoD reads from the usage (resources.json "
+        "pi_column): project (Slurm account_name; our OpenShift rows' account) or pi (group_name).",
+    )  # fmt: skip
+    default_organization: Annotated[str, Field(min_length=1, max_length=100)] = "unassigned"
+    default_organization_name: Annotated[str, Field(min_length=1, max_length=255)] = "Unassigned"
+    sources: list[HierarchySource] = Field(
+        min_length=1, description="In priority order: for a project named by several, the first wins."
+    )
+    reingest_days: int | None = Field(
+        default=None, ge=1, le=36500, description="After an import, re-ingest this many days back; unset: all "
+        "history from the earliest resource start_date (what XDMoD's docs require for a full relabel).",
+    )  # fmt: skip
+    reingest_chunk_days: int = Field(
+        default=31, ge=1, le=366, description="Days per xdmod-ingestor --start-date/--end-date run (XDMoD's docs: "
+        "smaller ranges avoid database time-outs with tens of millions of records).",
+    )  # fmt: skip
+    lateness_deadline: Duration | None = dt.timedelta(hours=12)
+    tasks: TaskPolicy | None = None
+    alerts: list[AlertRoute] | None = None
+
+    @field_validator("levels")
+    @classmethod
+    def _ordered(cls, value: list[HierarchyLevel]) -> list[HierarchyLevel]:
+        if not value or value != [level for level in LEVEL_ORDER if level in value]:
+            raise ValueError(f"must be 1 to 3 of {', '.join(LEVEL_ORDER)}, top to bottom, each once")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _valid_cron(value)
+
+    @model_validator(mode="after")
+    def _group_maps_to_one_unit(self) -> HierarchyConfig:
+        # The group must determine its bottom unit: a PI group cannot map to one of its several projects.
+        if LEVEL_ORDER.index(self.group_field) < LEVEL_ORDER.index(self.levels[-1]):
+            raise ValueError(f"group_field: a {self.group_field} group cannot map to the bottom level "
+                             f"{self.levels[-1]!r} (below it); use group_field project or drop that level")  # fmt: skip
+        return self
+
+
+class AggregationConfig(_Strict):
+    """The asset-driven aggregation DAGs (xdmod_aggregate_jobs, xdmod_aggregate_cloud)."""
+
+    settle_delay: Duration = Field(
+        default=dt.timedelta(minutes=10), description="Wait after the first ingest so that ingests finishing "
+        "meanwhile are aggregated by the same XDMoD run.",
+    )  # fmt: skip
+    lateness_deadline: Duration | None = dt.timedelta(hours=6)
 
 
 class SiteConfig(_Strict):
@@ -512,17 +663,18 @@ class SiteConfig(_Strict):
     tasks: TaskPolicy = TaskPolicy()
     alerts: list[AlertRoute] = Field(default_factory=list)
     backup: BackupConfig | None = None
+    hierarchy: HierarchyConfig | None = None
+    aggregation: AggregationConfig = AggregationConfig()
     resources: list[Resource] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _check_resources(self) -> SiteConfig:
         seen: set[str] = set()
         for index, resource in enumerate(self.resources):
-            if resource.dag_id in seen:
-                raise ValueError(
-                    f"resources[{index}].name: duplicate resource {resource.name!r} of kind {resource.kind}"
-                )
-            seen.add(resource.dag_id)
+            # Names are unique across kinds: staging, alerts and the hierarchy sources key on the name.
+            if resource.name in seen:
+                raise ValueError(f"resources[{index}].name: duplicate resource name {resource.name!r}")
+            seen.add(resource.name)
             if resource.end_date is not None and resource.end_date < resource.start_date:
                 raise ValueError(f"resources[{index}].end_date: before start_date {resource.start_date}")
             xdmod, staging = self.xdmod_for(resource), self.staging_for(resource)
@@ -542,8 +694,22 @@ class SiteConfig(_Strict):
             try:
                 source_model.model_validate(resource.source)
             except ValidationError as exc:
-                raise ValueError(_format_errors(exc, prefix=f"resources[{index}].source")) from None
+                raise ValueError(format_errors(exc, prefix=f"resources[{index}].source")) from None
+        if self.hierarchy is not None:
+            kinds = {resource.name: resource.kind for resource in self.resources}
+            for index, source in enumerate(self.hierarchy.sources):
+                wanted = {"openshift": "openshift", "openstack": "openstack"}.get(source.type)
+                if wanted and kinds.get(source.resource) != wanted:
+                    raise ValueError(f"hierarchy.sources[{index}].resource: no {wanted} resource named "
+                                     f"{source.resource!r} in resources")  # fmt: skip
         return self
+
+    def resource(self, name: str) -> Resource:
+        """The resource named ``name`` (KeyError naming the known ones otherwise)."""
+        for resource in self.resources:
+            if resource.name == name:
+                return resource
+        raise KeyError(f"no resource {name!r}; configured: {', '.join(r.name for r in self.resources)}")
 
     def staging_for(self, resource: Resource) -> StagingConfig:
         return resource.staging or self.staging
@@ -568,7 +734,7 @@ def _loc(parts: tuple[Any, ...], prefix: str = "") -> str:
     return out or "(top level)"
 
 
-def _format_errors(exc: ValidationError, prefix: str = "") -> str:
+def format_errors(exc: ValidationError, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():
         message = err["msg"].removeprefix("Value error, ")
@@ -600,7 +766,7 @@ def parse_site_config(text: str, source: str = "<string>") -> SiteConfig:
     try:
         return SiteConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_format_errors(exc)}") from None
+        raise ConfigError(f"{source}: {format_errors(exc)}") from None
 
 
 def load_site_config(path: str | os.PathLike[str] | None = None) -> SiteConfig:

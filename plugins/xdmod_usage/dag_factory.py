@@ -23,10 +23,11 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
-from . import airflow_tasks
+from . import aggregation_tasks, airflow_tasks, reconciliation_tasks
+from .aggregation import REALM_DAG_NAME, REALM_OF_KIND, Realm, aggregated_asset_name, ingest_asset_name
 from .alerts import UsageFailureNotifier, deadline_missed
 from .config import Resource, SiteConfig, TaskPolicy, load_site_config
-from .xdmod_commands import XdmodInput, aggregate, ingest, ingest_datatype, shred_cloud, shred_slurm
+from .xdmod_commands import XdmodInput, ingest, ingest_datatype, shred_cloud, shred_slurm
 
 DAILY_UTC = "0 0 * * *"
 
@@ -161,15 +162,43 @@ def _stage_tasks(site: SiteConfig, resource: Resource, **stage_args: Any) -> tup
 
 
 def _run(site: SiteConfig, resource: Resource, build: Any) -> dict[str, Any]:
-    return airflow_tasks.run_xdmod(site, resource, get_current_context(), build)
+    return airflow_tasks.run_xdmod(airflow_tasks.target_of(site, resource), get_current_context(), build)
 
 
 def _staged_input(staged: dict[str, Any], name: str) -> XdmodInput:
     return XdmodInput(name, staged["files"][name]["url"], staged["files"][name]["sha256"])
 
 
+def _ingest_asset(resource: Resource) -> Any:
+    from airflow.sdk import Asset
+
+    return Asset(name=ingest_asset_name(REALM_OF_KIND[resource.kind], resource.name))
+
+
+def _ingest_and_reconcile(site: SiteConfig, resource: Resource, build: Any, **ingest_args: Any) -> tuple[Any, Any]:
+    """xdmod_ingest (its asset event carries the pre-shred timestamp for the realm's aggregation DAG) and
+    reconcile (XDMoD's rows for the day against XDMoD's rules applied to the staged file).
+
+    reconcile runs when the XDMoD steps were skipped for an empty day too: XDMoD must then hold nothing.
+    """
+    asset = _ingest_asset(resource)
+
+    @task(task_id="xdmod_ingest", pool=site.xdmod_for(resource).pool, outlets=[asset], **ingest_args)
+    def xdmod_ingest(staged: dict[str, Any], timestamp: str) -> dict[str, Any]:
+        result = _run(site, resource, build)
+        aggregation_tasks.record_ingest(site, resource, get_current_context(), asset, staged, timestamp, result)
+        return result
+
+    @task(task_id="reconcile", trigger_rule="none_failed")
+    def reconcile(staged: dict[str, Any]) -> dict[str, Any]:
+        return reconciliation_tasks.reconcile_day(site, resource, get_current_context(), staged)
+
+    return xdmod_ingest, reconcile
+
+
 def build_job_dag(site: SiteConfig, resource: Resource) -> DAG:
-    """Slurm and OpenShift resources: both are staged in XDMoD's Slurm format, then shredded."""
+    """Slurm and OpenShift resources: both are staged in XDMoD's Slurm format, then shredded and ingested;
+    the jobs realm is aggregated by xdmod_aggregate_jobs, on this DAG's ingest event."""
     pool = site.xdmod_for(resource).pool
     with _daily_dag(site, resource) as dag:
         staged, timestamp = _stage_tasks(site, resource)
@@ -178,23 +207,17 @@ def build_job_dag(site: SiteConfig, resource: Resource) -> DAG:
         def xdmod_shred(staged: dict[str, Any]) -> dict[str, Any]:
             item = _staged_input(staged, staged["staged_name"])
             if staged["counts"]["staged"] == 0:
-                raise AirflowSkipException("no staged rows for this day: nothing to shred, ingest or aggregate")
+                raise AirflowSkipException("no staged rows for this day: nothing to shred or ingest")
             return _run(site, resource, lambda d: shred_slurm(resource.xdmod_resource, d, item))
 
-        @task(task_id="xdmod_ingest", pool=pool)
-        def xdmod_ingest() -> dict[str, Any]:
-            return _run(site, resource, lambda _d: ingest())
-
-        @task(task_id="xdmod_aggregate", pool=pool)
-        def xdmod_aggregate(timestamp: str) -> dict[str, Any]:
-            return _run(site, resource, lambda _d: aggregate("job", timestamp))
-
-        timestamp >> xdmod_shred(staged) >> xdmod_ingest() >> xdmod_aggregate(timestamp)
+        xdmod_ingest, reconcile = _ingest_and_reconcile(site, resource, lambda _d: ingest())
+        timestamp >> xdmod_shred(staged) >> xdmod_ingest(staged, timestamp) >> reconcile(staged)
     return dag
 
 
 def build_cloud_dag(site: SiteConfig, resource: Resource) -> DAG:
-    """OpenStack resources: events and hypervisor facts shredded by directory, then the cloud realm.
+    """OpenStack resources: events and hypervisor facts shredded by directory, then ingested into the cloud
+    realm (aggregated by xdmod_aggregate_cloud, on this DAG's ingest event).
 
     The stage task depends on the previous day's (depends_on_past): it reads that day's end state
     for flavors before a resize, so days are staged in order and a rerun is deterministic.
@@ -220,17 +243,73 @@ def build_cloud_dag(site: SiteConfig, resource: Resource) -> DAG:
             return _run(site, resource, lambda d: shred_cloud(resource.xdmod_resource, "cloudresourcespecs", d,
                                                               staged["input_subdir"], item))  # fmt: skip
 
-        @task(task_id="xdmod_ingest", pool=pool, trigger_rule="none_failed_min_one_success")
-        def xdmod_ingest() -> dict[str, Any]:
-            return _run(site, resource, lambda _d: ingest_datatype("openstack"))
-
-        @task(task_id="xdmod_aggregate", pool=pool)
-        def xdmod_aggregate(timestamp: str) -> dict[str, Any]:
-            return _run(site, resource, lambda _d: aggregate("cloud", timestamp))
-
+        xdmod_ingest, reconcile = _ingest_and_reconcile(
+            site, resource, lambda _d: ingest_datatype("openstack"), trigger_rule="none_failed_min_one_success"
+        )
         events = xdmod_shred_events(staged)
-        timestamp >> events >> xdmod_shred_hypervisors(staged) >> xdmod_ingest() >> xdmod_aggregate(timestamp)
+        ingested = xdmod_ingest(staged, timestamp)
+        timestamp >> events >> xdmod_shred_hypervisors(staged) >> ingested >> reconcile(staged)
     return dag
+
+
+AGGREGATION_DAG_IDS = {realm: f"xdmod_aggregate_{name}" for realm, name in REALM_DAG_NAME.items()}
+
+
+def build_aggregation_dag(site: SiteConfig, realm: Realm, resources: list[Resource]) -> DAG:
+    """One realm's aggregation, scheduled on ANY of its resources' ingest events (a paused resource never
+    stalls the others); one run at a time, so ingests finishing meanwhile wait for the next run, which
+    finds them covered when this run's aggregation already saw them."""
+    from airflow.sdk import Asset, AssetAny
+
+    ingest_assets = [_ingest_asset(resource) for resource in resources]
+    aggregated = Asset(name=aggregated_asset_name(realm))
+    dag_id = AGGREGATION_DAG_IDS[realm]
+    settle_seconds = int(site.aggregation.settle_delay.total_seconds())
+    routes = _routes(site)
+    with DAG(
+        dag_id=dag_id,
+        description=f"Aggregate XDMoD's {REALM_DAG_NAME[realm]} realm once for the ingests of "
+        f"{', '.join(r.name for r in resources)}",
+        schedule=AssetAny(*ingest_assets),
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        default_args=_task_defaults(site.tasks, routes),
+        tags=["xdmod", "aggregation", realm],
+        params={"dry_run": Param(False, type="boolean", description="Log the command (and pod) without running it.")},
+        deadline=_lateness_deadline(routes, dag_id, site.aggregation.lateness_deadline),
+        doc_md=f"""
+### XDMoD aggregation, {REALM_DAG_NAME[realm]} realm
+Runs on any ingest of {", ".join(f"`{r.dag_id}`" for r in resources)} (asset events `xdmod-ingest.{realm}.*`).
+`settle` waits {site.aggregation.settle_delay} so that ingests finishing meanwhile are aggregated by the
+same XDMoD run; `aggregate` (in the `{site.xdmod.pool}` pool) runs
+`xdmod-ingestor --aggregate={realm} --last-modified-start-date TS` with the earliest pre-shred timestamp among
+the ingests not yet covered, and records them as covered (asset `{aggregated_asset_name(realm)}`).
+A run that finds every ingest covered skips. Trigger by hand to aggregate what is pending.
+""",
+    ) as dag:
+        settle = DateTimeSensorAsync(
+            task_id="settle",
+            target_time=f"{{{{ (dag_run.run_after + macros.timedelta(seconds={settle_seconds})).isoformat() }}}}",
+        )
+
+        @task(task_id="aggregate", pool=site.xdmod.pool, inlets=[*ingest_assets, aggregated], outlets=[aggregated])
+        def aggregate_realm() -> dict[str, Any]:
+            return aggregation_tasks.aggregate_realm(site, realm, get_current_context(), ingest_assets, aggregated)
+
+        settle >> aggregate_realm()
+    return dag
+
+
+def build_aggregation_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
+    """One aggregation DAG per realm that has resources."""
+    site = site or load_site_config()
+    dags = {}
+    for realm, dag_id in AGGREGATION_DAG_IDS.items():
+        members = [resource for resource in site.resources if REALM_OF_KIND[resource.kind] == realm]
+        if members:
+            dags[dag_id] = build_aggregation_dag(site, realm, members)
+    return dags
 
 
 FRESHNESS_DAG_ID = "xdmod_usage_freshness"
@@ -302,16 +381,190 @@ def build_usage_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
     return dags
 
 
+HIERARCHY_DAG_ID = "xdmod_hierarchy"
+HIERARCHY_PARAMS = {
+    "as_of": Param(
+        "",
+        type="string",
+        description="Regenerate the files in force at this date (its end) or ISO time, from the history; "
+        "empty: take today's snapshot.",
+    ),
+    "import_files": Param(
+        False, type="boolean", description="With as_of: import the regenerated files into XDMoD (a rollback)."
+    ),
+    "dry_run": Param(False, type="boolean", description="Log XDMoD commands (and pods) without running them."),
+}
+
+
+def _section_defaults(site: SiteConfig, section: Any, **overrides: Any) -> dict[str, Any]:
+    """Task defaults of a site-wide DAG whose config section may override the site's tasks and alerts."""
+    chosen = site.alerts if section.alerts is None else section.alerts
+    routes = [route.model_dump(exclude_none=True) for route in chosen]
+    return _task_defaults(section.tasks or site.tasks, routes, **overrides)
+
+
+def build_hierarchy_dag(site: SiteConfig) -> DAG:
+    """Daily: the hierarchy's sources -> history (only changes) -> staged files -> import (only changed files,
+    in the XDMoD pool) -> re-ingest of the history the hierarchy applies to."""
+    from . import hierarchy_tasks
+
+    config = site.hierarchy
+    assert config is not None
+    defaults = _section_defaults(site, config)
+    pool = site.xdmod.pool
+    with DAG(
+        dag_id=HIERARCHY_DAG_ID,
+        description="XDMoD's organization / PI / project hierarchy, names and cloud project PIs, with history",
+        schedule=CronTriggerTimetable(config.schedule, timezone="UTC"),
+        start_date=dt.datetime.combine(config.start_date, dt.time(0), tzinfo=dt.UTC),
+        catchup=False,  # the hierarchy is of the present; past states come from the history (as_of)
+        max_active_runs=1,
+        default_args=defaults,
+        tags=["xdmod", "hierarchy"],
+        deadline=_lateness_deadline(defaults["on_failure_callback"].routes, HIERARCHY_DAG_ID, config.lateness_deadline),
+        params=HIERARCHY_PARAMS,
+        doc_md=f"""
+### XDMoD hierarchy
+Levels (top to bottom): {" / ".join(config.levels)}; groups are the usage rows' **{config.group_field}**.
+Sources, in priority order: {", ".join(source.type for source in config.sources)}.
+`snapshot` merges them, records only the changes in the history (connection `{config.db_conn_id}`) and stages
+`hierarchy.csv`, `group-to-hierarchy.csv`, `names.csv`, `cloud-project-to-pi.csv` under
+`{site.staging.root}/_hierarchy/<day>/`; `import_files` runs `xdmod-import-csv` for the files XDMoD has not
+imported with these bytes; `reingest` then re-ingests the history ({config.reingest_chunk_days}-day chunks), since
+XDMoD applies a hierarchy only to data ingested after it. Trigger with `as_of` to regenerate a past day's files.
+""",
+    ) as dag:
+
+        @task(task_id="snapshot")
+        def snapshot() -> dict[str, Any]:
+            return hierarchy_tasks.snapshot(site, get_current_context())
+
+        @task(task_id="import_files", pool=pool)
+        def import_files(staged: dict[str, Any]) -> dict[str, Any]:
+            return hierarchy_tasks.import_files(site, get_current_context(), staged)
+
+        @task(task_id="reingest", pool=pool)
+        def reingest(imported: dict[str, Any]) -> dict[str, Any]:
+            return hierarchy_tasks.reingest(site, get_current_context(), imported)
+
+        reingest(import_files(snapshot()))
+    return dag
+
+
+def build_hierarchy_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
+    """The hierarchy DAG, when the site config has a `hierarchy` section."""
+    site = site or load_site_config()
+    return {} if site.hierarchy is None else {HIERARCHY_DAG_ID: build_hierarchy_dag(site)}
+
+
+RELOAD_DAG_ID = "xdmod_reload"
+
+
+def _reload_params(names: list[str]) -> dict[str, Param]:
+    def flag(default: bool, description: str) -> Param:
+        return Param(default, type="boolean", description=description)
+
+    return {
+        "resource": Param(names[0], enum=names, description="The job resource to reload."),
+        "list_only": flag(True, "Only check and list what would be done."),
+        "confirm": Param(
+            "",
+            type="string",
+            description="The resource name again (XDMoD 11.0: 'all job resources'): nothing is deleted without it.",
+        ),
+        "restage": flag(
+            True,
+            "Rebuild each day from its raw archive with today's code and policies before shredding "
+            "(false: shred the staged files as they are).",
+        ),
+        "allow_loss_before_start": flag(
+            False, "Delete even when XDMoD holds jobs from before the resource's start_date (no archive has them)."
+        ),
+        "dry_run": flag(False, "Log XDMoD commands (and pods) without running them."),
+    }
+
+
+def build_reload_dag(site: SiteConfig, resources: list[Resource]) -> DAG:
+    """Manual: check the archive, rebuild every day from it, delete the resource's jobs in XDMoD, shred every
+    day again in order, ingest (the aggregation DAG aggregates), reconcile every day."""
+    from airflow.sdk import AssetAlias
+
+    from . import reload_tasks
+
+    pool = site.xdmod.pool
+    names = [resource.name for resource in resources]
+    with DAG(
+        dag_id=RELOAD_DAG_ID,
+        description="Reload one job resource's history from the staging archive (manual, explicit confirmation)",
+        schedule=None,
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        default_args=_task_defaults(site.tasks, _routes(site)),
+        tags=["xdmod", "reload", "corrections"],
+        params=_reload_params(names),
+        doc_md="""
+### Corrections by reload
+Use after a policy change or a fixed bug that changes already-ingested days (XDMoD never deletes rows, so
+re-shredding changed rows would double count). `plan` checks that every day from the resource's start_date has
+a complete manifest and its raw archive (else nothing is deleted) and lists what happens; `restage` rebuilds every
+day from its raw archive; then, in the XDMoD pool: `xdmod-admin --jobs --delete=R --force` (XDMoD 11.5; on 11.0
+`--truncate`, every job resource is reloaded), one `xdmod-shredder -d` per month in day order, `xdmod-ingestor
+--ingest`; the jobs aggregation DAG aggregates on the ingest event; `reconcile` checks every day. Pause the
+resource's daily DAG meanwhile. README: "Corrections by reload".
+""",
+    ) as dag:
+
+        @task(task_id="plan")
+        def plan() -> dict[str, Any]:
+            return reload_tasks.plan(site, get_current_context())
+
+        @task(task_id="restage")
+        def restage(planned: dict[str, Any]) -> dict[str, Any]:
+            return reload_tasks.restage(site, get_current_context(), planned)
+
+        @task(task_id="xdmod_timestamp", pool=pool)
+        def xdmod_timestamp() -> str:
+            context = get_current_context()
+            return airflow_tasks.xdmod_db_timestamp(site, site.resource(str(context["params"]["resource"])))
+
+        @task(task_id="delete_jobs", pool=pool)
+        def delete_jobs() -> dict[str, Any]:
+            return reload_tasks.delete_jobs(site, get_current_context())
+
+        @task(task_id="shred", pool=pool)
+        def shred(restaged: dict[str, Any]) -> dict[str, Any]:
+            return reload_tasks.shred(site, get_current_context(), restaged)
+
+        @task(task_id="xdmod_ingest", pool=pool, outlets=[AssetAlias(reload_tasks.ALIAS)])
+        def xdmod_ingest(restaged: dict[str, Any], timestamp: str) -> dict[str, Any]:
+            return reload_tasks.ingest(site, get_current_context(), restaged, timestamp)
+
+        @task(task_id="reconcile")
+        def reconcile(restaged: dict[str, Any]) -> dict[str, Any]:
+            return reload_tasks.reconcile(site, get_current_context(), restaged)
+
+        restaged = restage(plan())
+        timestamp = xdmod_timestamp()
+        ingested = xdmod_ingest(restaged, timestamp)
+        restaged >> timestamp >> delete_jobs() >> shred(restaged) >> ingested >> reconcile(restaged)
+    return dag
+
+
+def build_reload_dags(site: SiteConfig | None = None) -> dict[str, DAG]:
+    """The reload DAG, when the site has job resources (Slurm, OpenShift)."""
+    site = site or load_site_config()
+    resources = [resource for resource in site.resources if REALM_OF_KIND[resource.kind] == "job"]
+    return {RELOAD_DAG_ID: build_reload_dag(site, resources)} if resources else {}
+
+
 BACKUP_DAG_ID = "xdmod_backup"
 RESTORE_DAG_ID = "xdmod_restore"
 
 
 def _backup_defaults(site: SiteConfig, **overrides: Any) -> dict[str, Any]:
-    backup = site.backup
-    assert backup is not None
-    chosen = site.alerts if backup.alerts is None else backup.alerts
-    routes = [route.model_dump(exclude_none=True) for route in chosen]
-    return _task_defaults(backup.tasks or site.tasks, routes, **overrides)
+    assert site.backup is not None
+    return _section_defaults(site, site.backup, **overrides)
 
 
 def build_backup_dag(site: SiteConfig) -> DAG:

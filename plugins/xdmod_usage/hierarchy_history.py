@@ -20,7 +20,12 @@ from typing import Any
 from .config import SQL_DIR
 
 CSV_WIDTH = {"hierarchy": 3, "group-to-hierarchy": 2, "names": 3, "cloud-project-to-pi": 3}
-CSV_FILES = tuple(CSV_WIDTH)
+CSV_FILES = tuple(CSV_WIDTH)  # also the order XDMoD must import them in: units before the groups mapped to them
+# Column widths in XDMoD's tables (mod_hpcdb.hpcdb_fields_of_science abbrev 100 / description 255,
+# hpcdb_people first/last_name 100): with XDMoD's sql_mode '' a longer value is cut silently, and two
+# abbreviations cut to one would merge units.
+FIELD_LIMITS = {"hierarchy": (100, 255, 100), "group-to-hierarchy": (255, 100), "names": (255, 100, 100),
+                "cloud-project-to-pi": (255, 255, 64)}  # fmt: skip
 SCHEMA_SQL = SQL_DIR / "hierarchy_history.sql"
 
 Row = tuple[str, ...]
@@ -49,9 +54,18 @@ def validate(snapshot: dict[str, list[Row]]) -> None:
             key = entry_key(csv_file, row)
             if not row[0] or (csv_file == "cloud-project-to-pi" and not (row[1] and row[2])):
                 raise HierarchyError(f"{csv_file}: {row!r} has an empty key field")
+            _check_fields(csv_file, row)
             if key in seen and seen[key] != row:
                 raise HierarchyError(f"{csv_file}: two rows for {key!r}: {seen[key]!r} and {row!r}")
             seen[key] = row
+        if csv_file in ("group-to-hierarchy", "names"):
+            # xdmod-import-csv looks people and groups up lower-cased: 'Smith' and 'smith' are one.
+            folded: dict[str, str] = {}
+            for row in rows:
+                other = folded.setdefault(row[0].lower(), row[0])
+                if other != row[0]:
+                    raise HierarchyError(f"{csv_file}: {other!r} and {row[0]!r} differ only in case; "
+                                         "XDMoD matches them case-insensitively and would merge them")  # fmt: skip
     units = {row[0]: row[2] for row in snapshot.get("hierarchy", [])}
     for abbrev, parent in units.items():
         if parent and parent not in units:
@@ -66,6 +80,19 @@ def validate(snapshot: dict[str, list[Row]]) -> None:
         for group, unit in snapshot.get("group-to-hierarchy", []):
             if unit not in units:
                 raise HierarchyError(f"group-to-hierarchy: group {group!r} maps to {unit!r}, not in the hierarchy")
+
+
+def _check_fields(csv_file: str, row: Row) -> None:
+    """What XDMoD's importer cannot take back as written: over-long values, line breaks, and a backslash
+    in a quoted field (PHP's fgetcsv treats it as an escape character, so `"a\\",b` reads wrongly)."""
+    for field, limit in zip(row, FIELD_LIMITS[csv_file], strict=True):
+        if len(field) > limit:
+            raise HierarchyError(f"{csv_file}: {field[:40]!r}... is {len(field)} characters, XDMoD keeps {limit}")
+        if "\n" in field or "\r" in field:
+            raise HierarchyError(f"{csv_file}: {row!r} has a line break in a field")
+        if "\\" in field and any(char in field for char in ',"'):
+            raise HierarchyError(f"{csv_file}: {field!r} has a backslash in a quoted field, which XDMoD's CSV "
+                                 "reader (PHP fgetcsv) takes as an escape character")  # fmt: skip
 
 
 def _depth(units: dict[str, str], abbrev: str) -> int:
@@ -167,3 +194,21 @@ def rows_as_of(conn: Any, at: dt.datetime) -> dict[str, list[Row]]:
 def files_as_of(conn: Any, at: dt.datetime) -> dict[str, bytes]:
     """The four CSV files in force at ``at``, as bytes (what a regeneration Param writes out)."""
     return {name: csv_bytes(name, rows) for name, rows in rows_as_of(conn, at).items()}
+
+
+def last_imported(conn: Any) -> dict[str, str]:
+    """sha256 of each file as XDMoD last imported it (a real import, never a dry run)."""
+    cursor = conn.cursor()
+    cursor.execute("SELECT csv_file, sha256 FROM hierarchy_import")
+    return dict(cursor.fetchall())
+
+
+def record_import(conn: Any, csv_file: str, sha256: str, as_of: dt.datetime, at: dt.datetime) -> None:
+    """Remember that XDMoD imported ``csv_file`` with these bytes (files as of ``as_of``)."""
+    cursor = conn.cursor()
+    cursor.execute(
+        "INSERT INTO hierarchy_import (csv_file, sha256, as_of, imported_at) VALUES (%s, %s, %s, %s) "
+        "ON DUPLICATE KEY UPDATE sha256 = VALUES(sha256), as_of = VALUES(as_of), imported_at = VALUES(imported_at)",
+        (csv_file, sha256, _naive_utc(as_of), _naive_utc(at)),
+    )
+    cursor.execute("COMMIT")

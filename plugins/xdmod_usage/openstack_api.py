@@ -192,6 +192,17 @@ class OpenStackApi:
             log.warning("Keystone truncated %s (list_limit): missing names are fetched one by one", path)
         return {item["id"]: item for item in body.get(key, [])}
 
+    def projects(self) -> dict[str, Any]:
+        """Every Keystone project as Keystone returns it (extra properties such as a PI sit at the top
+        level of each), and the domains' names: the hierarchy's OpenStack source."""
+        body = self.get("identity", "/projects")
+        domains = self._identity_list("/domains", "domains")
+        return {
+            "projects": sorted(body.get("projects", []), key=lambda item: item.get("id", "")),
+            "truncated": bool(body.get("truncated")),
+            "domains": {key: value.get("name") for key, value in sorted(domains.items())},
+        }
+
     def identity(self, project_ids: set[str], user_ids: set[str]) -> dict[str, Any]:
         """Names of the given projects and users and of all domains. Lists first (one call each);
         anything a list did not return (truncated list, deleted project/user) is asked for by id."""

@@ -263,6 +263,22 @@ class DayStage:
         with self.open_entry(manifest["files"][name]) as archived:
             gunzip_to(archived, out)
 
+    def annotate(self, version: str, key: str, value: Any) -> dict[str, Any]:
+        """Record what happened to a committed version downstream (ingested, reconciled) in its manifest,
+        atomically. Refuses when the day was restaged since: the note would describe other files."""
+        manifest = self.read_manifest()
+        if manifest is None or manifest.get("version") != version:
+            found = None if manifest is None else manifest.get("version")
+            raise StagingError(f"{self.manifest_url}: version {version} is no longer staged (now {found}); "
+                               "the day was restaged since: rerun its XDMoD steps")  # fmt: skip
+        manifest[key] = value
+        self._write_manifest(manifest)
+        return manifest
+
+    def _write_manifest(self, body: dict[str, Any]) -> None:
+        encoded = (json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        self.store.put_bytes(f"{self.prefix}/{MANIFEST}", encoded)
+
     def publish(self, files: list[SpooledFile], manifest: dict[str, Any]) -> dict[str, Any]:
         """Write a new version of the day and commit it; returns the manifest as stored."""
         digest = hashlib.sha256()
@@ -276,8 +292,7 @@ class DayStage:
             "version": version,
             "files": {f.name: f.entry(version) for f in sorted(files, key=lambda f: f.name)},
         }
-        encoded = (json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-        self.store.put_bytes(f"{self.prefix}/{MANIFEST}", encoded)
+        self._write_manifest(body)
         for name in self.store.list_names(self.prefix):
             if name.startswith("v-") and name != version:
                 self.store.remove_tree(f"{self.prefix}/{name}")

@@ -1,0 +1,237 @@
+"""Task bodies of the manual xdmod_reload DAG (see reload.py for why a reload is done this way).
+
+Every step refuses rather than guesses: the plan fails before anything is deleted when a day cannot be
+rebuilt, when XDMoD holds jobs of the resource from before its start_date (an earlier collector's,
+which a reload would delete and never bring back) unless allowed, and when the confirmation does not
+match. ``list_only`` (the default) stops after the plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from .config import Resource, SiteConfig
+from .reload import ReloadDay, ReloadRefusedError
+
+log = logging.getLogger(__name__)
+ALIAS = "xdmod-reload-ingest"
+
+
+def _params(context: dict[str, Any]) -> dict[str, Any]:
+    return context.get("params") or {}
+
+
+def _xdmod_dry(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> bool:
+    return bool(_params(context).get("dry_run")) or site.xdmod_for(resource).runner == "dry_run"
+
+
+def _rows_before_start(site: SiteConfig, resources: list[Resource]) -> dict[str, int]:
+    """Jobs XDMoD holds for each resource that ended before its start_date: no archive of ours has them."""
+    from airflow.providers.mysql.hooks.mysql import MySqlHook
+
+    from .reconciliation import count_held
+
+    found = {}
+    for resource in resources:
+        conn = MySqlHook(mysql_conn_id=site.xdmod_for(resource).db_conn_id).get_conn()
+        try:
+            start = dt.datetime.combine(resource.start_date, dt.time(0), tzinfo=dt.UTC)
+            found[resource.name] = count_held(conn.cursor(), "job", resource.xdmod_resource,
+                                              dt.datetime(1970, 1, 1, tzinfo=dt.UTC), start)  # fmt: skip
+        finally:
+            conn.close()
+    return found
+
+
+def plan(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
+    """Check and list what the reload does; refuse (nothing deleted) on any doubt."""
+    from . import reload
+    from .airflow_tasks import staging_store
+
+    params = _params(context)
+    name = str(params.get("resource") or "")
+    try:
+        planned = reload.plan(site, name, lambda r: staging_store(site, r), dt.datetime.now(dt.UTC).date())
+    except ReloadRefusedError as exc:
+        raise AirflowFailException(str(exc)) from None
+    resources = reload.scope(site, name)
+    log.info("reload plan (XDMoD %s): delete with %s", planned["xdmod_version"], " ".join(planned["delete"]))
+    for resource_name, f in planned["resources"].items():
+        log.info("  %s (%s): %d days %s .. %s, %d XDMoD rows, %d shred command(s) by month, then ingest; the "
+                 "aggregation DAG aggregates on the ingest event", resource_name, f["xdmod_resource"], f["days"],
+                 f["first_day"], f["last_day"], f["xdmod_rows"], f["shreds"])  # fmt: skip
+    if params.get("list_only", True):
+        log.info("list only: nothing restaged or deleted. To reload, trigger with list_only=false and confirm=%r",
+                 planned["confirm"])  # fmt: skip
+        return {**planned, "list_only": True}
+    if str(params.get("confirm") or "") != planned["confirm"]:
+        raise AirflowFailException(f"confirm must be {planned['confirm']!r} to delete and reload; got "
+                                   f"{params.get('confirm')!r}. Nothing was deleted.")  # fmt: skip
+    if not _xdmod_dry(site, site.resource(name), context) and not params.get("allow_loss_before_start"):
+        older = {key: value for key, value in _rows_before_start(site, resources).items() if value}
+        if older:
+            raise AirflowFailException(
+                f"XDMoD holds jobs that ended before these resources' start_date: {older}. A reload deletes them "
+                "and cannot bring them back (no archive of ours has them). Set start_date earlier and stage "
+                "those days, or trigger with allow_loss_before_start=true. Nothing was deleted."
+            )
+    return {**planned, "list_only": False}
+
+
+def restage(site: SiteConfig, context: dict[str, Any], planned: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild every day from its raw archive (Param ``restage``), in order; list the files to shred."""
+    from . import reload
+    from .airflow_tasks import staging_store
+
+    if planned["list_only"]:
+        raise AirflowSkipException("list_only: the plan is in the plan task's log; nothing was changed")
+    params = _params(context)
+    today = dt.datetime.now(dt.UTC).date()
+    out: dict[str, list[dict[str, Any]]] = {}
+    changed = 0
+    for resource in reload.scope(site, str(params["resource"])):
+        store, days = staging_store(site, resource), []
+        spool = site.staging_for(resource).spool_dir
+        for day in reload.days_of(resource, today):
+            before = reload.staged_day(store, resource, day)
+            if params.get("restage", True):
+                try:
+                    item = reload.replay_day(store, resource, day, spool_dir=spool,
+                                             max_quarantine_share=resource.max_quarantine_share)  # fmt: skip
+                except Exception as exc:  # a day over its quarantine limit, an unreadable archive...
+                    raise AirflowFailException(f"{resource.name} {day}: cannot rebuild the day from its raw "
+                                               f"archive: {exc}. Nothing was deleted yet.") from exc  # fmt: skip
+                if item.sha256 != before.sha256:
+                    changed += 1
+                    log.info("%s %s: rebuilt, %d -> %d XDMoD rows", resource.name, day, before.xdmod_rows,
+                             item.xdmod_rows)  # fmt: skip
+            else:
+                item = before
+            days.append(item)
+        out[resource.name] = reload.days_as_dicts(days)
+    log.info("%d day(s) changed by the rebuild", changed)
+    return {"days": out, "changed": changed}
+
+
+def delete_jobs(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
+    from .airflow_tasks import run_xdmod, target_of
+    from .reload import delete_command
+
+    name = str(_params(context)["resource"])
+    log.warning("deleting XDMoD's jobs: %s", " ".join(delete_command(site, name).argv))
+    return run_xdmod(target_of(site, site.resource(name)), context, lambda _d: delete_command(site, name))
+
+
+def _days(restaged: dict[str, Any], resource: Resource) -> list[ReloadDay]:
+    return [ReloadDay(**item) for item in restaged["days"][resource.name]]
+
+
+def shred(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any]) -> dict[str, Any]:
+    """Every day of every resource in scope, a month per command, oldest first."""
+    from .airflow_tasks import run_xdmod_command, target_of
+    from .reload import scope, shred_commands
+
+    name = str(_params(context)["resource"])
+    target = target_of(site, site.resource(name))
+    results = []
+    for resource in scope(site, name):
+        for command in shred_commands(resource, target.xdmod.input_dir, _days(restaged, resource)):
+            log.info("shredding %s: %d day file(s) in %s", resource.name, len(command.inputs), command.argv[-1])
+            results.append(run_xdmod_command(target, context, command))
+    return {"shreds": len(results), "dry_run": all(result["dry_run"] for result in results)}
+
+
+def ingest(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any], timestamp: str) -> dict[str, Any]:
+    """xdmod-ingestor --ingest; one ingest event per reloaded resource (its realm's aggregation DAG then
+    aggregates from the pre-delete timestamp); each day's manifest notes the ingest."""
+    from airflow.sdk import Asset
+
+    from .aggregation import ingest_asset_name
+    from .airflow_tasks import run_xdmod, staging_store, target_of
+    from .reload import scope
+    from .staging import DayStage
+    from .xdmod_commands import ingest as ingest_command
+
+    name = str(_params(context)["resource"])
+    result = run_xdmod(target_of(site, site.resource(name)), context, lambda _d: ingest_command())
+    run_id = getattr(context.get("dag_run"), "run_id", None)
+    try_number = getattr(context.get("ti"), "try_number", None)
+    for resource in scope(site, name):
+        days = _days(restaged, resource)
+        extra = {"ingest_id": f"xdmod_reload/{run_id}/{try_number}/{resource.name}", "resource": resource.name,
+                 "xdmod_resource": resource.xdmod_resource, "realm": "job",
+                 "day": f"{days[0].day}..{days[-1].day}" if days else "", "last_modified_start": timestamp,
+                 "dry_run": result["dry_run"], "reload": True}  # fmt: skip
+        context["outlet_events"][_alias()].add(Asset(name=ingest_asset_name("job", resource.name)), extra=extra)
+        store = staging_store(site, resource)
+        for item in days:
+            note = {"run_id": run_id, "dry_run": result["dry_run"], "last_modified_start": timestamp, "reload": True}
+            DayStage(store, resource.name, item.day).annotate(item.version, "xdmod_ingest", note)
+    return result
+
+
+def _alias() -> Any:
+    from airflow.sdk import AssetAlias
+
+    return AssetAlias(ALIAS)
+
+
+def reconcile(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any]) -> dict[str, Any]:
+    """Per day: XDMoD's rows against XDMoD's rules applied to the staged file; a mismatch fails, naming days."""
+    from .airflow_tasks import staging_store
+    from .reload import scope
+    from .staging import DayStage
+    from .window import UsageWindow
+    from .xdmod_expected import expected_job_rows
+
+    name = str(_params(context)["resource"])
+    run_id = getattr(context.get("dag_run"), "run_id", None)
+    dry = _xdmod_dry(site, site.resource(name), context)
+    mismatches, checked = [], 0
+    for resource in scope(site, name):
+        days = _days(restaged, resource)
+        if not days:
+            continue
+        store = staging_store(site, resource)
+        held: dict[dt.date, int] = {}
+        if not dry:
+            first, last = dt.date.fromisoformat(days[0].day), dt.date.fromisoformat(days[-1].day)
+            held = _held_by_day(site, resource, first, last)
+        for item in days:
+            day = dt.date.fromisoformat(item.day)
+            window = UsageWindow.for_day(day)
+            stage = DayStage(store, resource.name, item.day)
+            with stage.open_entry({"path": item.path}) as handle:
+                expected = expected_job_rows(handle, window.start, window.end)
+            if dry:
+                note = {"status": "not_checked", "reason": "dry run: XDMoD ingested nothing",
+                        "expected": expected.rows, "writer_claim": item.xdmod_rows, "run_id": run_id}  # fmt: skip
+            else:
+                found = held.get(day, 0)
+                ok = found == expected.rows == item.xdmod_rows
+                note = {"status": "ok" if ok else "mismatch", "expected": expected.rows, "held": found,
+                        "writer_claim": item.xdmod_rows, "run_id": run_id}  # fmt: skip
+                if not ok:
+                    mismatches.append(f"{resource.name} {item.day}: XDMoD holds {found}, expected {expected.rows}")
+                checked += 1
+            stage.annotate(item.version, "reconciliation", note)
+    if mismatches:
+        shown = "; ".join(mismatches[:20])
+        raise AirflowFailException(f"reload reconciliation: {len(mismatches)} day(s) differ: {shown}")
+    return {"checked_days": checked, "dry_run": dry}
+
+
+def _held_by_day(site: SiteConfig, resource: Resource, first: dt.date, last: dt.date) -> dict[dt.date, int]:
+    from airflow.providers.mysql.hooks.mysql import MySqlHook
+
+    from .reconciliation import count_held_by_day
+
+    conn = MySqlHook(mysql_conn_id=site.xdmod_for(resource).db_conn_id).get_conn()
+    try:
+        return count_held_by_day(conn.cursor(), "job", resource.xdmod_resource, first, last)
+    finally:
+        conn.close()
