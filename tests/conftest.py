@@ -388,3 +388,101 @@ def mariadb_pair():
     }
     for name in MARIADB_PAIR_PORTS:
         run_script("scripts/services/mariadb.sh", "stop", env=_pair_env(name))
+
+
+# ColdFront (scripts/services/coldfront.sh): PIs, projects, allocations and user names for the hierarchy.
+COLDFRONT_TEST_PORT = port(28000)
+COLDFRONT_SEED = {
+    "resources": [
+        {"name": "OpenShift Prod", "resource_type": "Cloud", "description": "Production OpenShift (containers)"},
+        {"name": "OpenStack Cloud", "resource_type": "Cloud", "description": "OpenStack IaaS (virtual machines)"},
+        {"name": "HPC Cluster", "resource_type": "Cluster", "description": "Slurm batch cluster"},
+    ],
+    "users": [
+        {"username": "zmuller", "first_name": "Zoë", "last_name": "Müller-Østergaard", "email": "zoe@uit.example.no"},
+        {"username": "liwei", "first_name": "伟", "last_name": "李", "email": "li.wei@example.edu.cn"},
+        {"username": "jsmith", "first_name": "John", "last_name": "Smith, Jr.", "email": "jsmith@example.edu"},
+        {"username": "rbrien", "first_name": 'Robert "Bob"', "last_name": "O'Brien", "email": "bob@example.edu"},
+        {"username": "astudent", "first_name": "Ana", "last_name": "Estudiante", "email": "ana@example.edu"},
+        {"username": "kmensah", "first_name": "Kwame", "last_name": "Mensah", "email": "kwame@example.edu"},
+    ],
+    "projects": [
+        {"title": "Genomics of Arctic Microbiomes", "pi": "zmuller", "status": "Active", "users": ["astudent"],
+         "field_of_science": "Biological Sciences",
+         "attributes": {"Institution": "Universitetet i Tromsø", "Project ID": "ARC-0042"}},
+        {"title": "Climate Model Ensemble, Phase 2", "pi": "liwei", "status": "Active", "users": ["kmensah"],
+         "attributes": {"Institution": "清华大学 (Tsinghua University)"}},
+        {"title": 'Protein Folding "Deep Dive"', "pi": "jsmith", "status": "New",
+         "attributes": {"Institution": "Example State University"}},
+        {"title": "Legacy Seismic Archive", "pi": "rbrien", "status": "Archived",
+         "attributes": {"Institution": "Example Tech"}},
+        {"title": "Teaching: Intro to HPC", "pi": "zmuller", "status": "Active",
+         "users": ["astudent", {"username": "kmensah", "role": "Manager"}],
+         "attributes": {"Institution": "Universitetet i Tromsø", "Account Number": "1756522"}},
+    ],
+    "allocations": [
+        {"project": "Genomics of Arctic Microbiomes", "resource": "OpenShift Prod", "status": "Active",
+         "users": ["zmuller", "astudent"],
+         "attributes": {"Allocated Project ID": "arctic-microbiomes",
+                        "Allocated Project Name": "Genomics of Arctic Microbiomes"}},
+        {"project": "Genomics of Arctic Microbiomes", "resource": "HPC Cluster", "status": "Active",
+         "users": ["zmuller", "astudent"],
+         "attributes": {"slurm_account_name": "arctic_mb", "Core Usage (Hours)": "120000"}},
+        {"project": "Climate Model Ensemble, Phase 2", "resource": "OpenStack Cloud", "status": "Active",
+         "users": ["liwei", "kmensah"],
+         "attributes": {"Allocated Project ID": "3f2a6c1e9b8d4e7fa0c5d2b1e4f6a8c9",
+                        "Allocated Project Name": "climate-ensemble"}},
+        {"project": "Climate Model Ensemble, Phase 2", "resource": "HPC Cluster", "status": "Active",
+         "users": ["liwei"], "attributes": {"slurm_account_name": "climate_ens"}},
+        {"project": 'Protein Folding "Deep Dive"', "resource": "OpenShift Prod", "status": "Pending",
+         "users": ["jsmith"]},
+        {"project": "Legacy Seismic Archive", "resource": "HPC Cluster", "status": "Expired",
+         "users": ["rbrien"], "attributes": {"slurm_account_name": "seismic_legacy"}},
+        {"project": "Teaching: Intro to HPC", "resource": "OpenShift Prod", "status": "Active",
+         "users": ["zmuller", "astudent", "kmensah"],
+         "attributes": {"Allocated Project ID": "intro-hpc-2026", "Allocated Project Name": "Teaching: Intro to HPC"}},
+    ],
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ColdFrontSite:
+    """The running test ColdFront, as its env.sh describes it, and the seed loaded into it."""
+
+    url: str
+    token: str  # staff superuser xu-admin
+    member_token: str  # ordinary user xu-member, PI or member of nothing
+    seed: dict
+    seed_file: Path
+    env: dict[str, str]  # the service script's environment (state dir, port)
+    directory: Path  # XU_COLDFRONT_DIR: logs, database
+
+    def __repr__(self) -> str:  # tokens stay out of pytest's output
+        return f"ColdFrontSite({self.url!r})"
+
+    def api(self, token: str | None = None, **options):
+        from xdmod_usage.coldfront_api import ColdFrontApi
+
+        return ColdFrontApi(options.pop("base_url", self.url), token or self.token, **options)
+
+
+@pytest.fixture(scope="session")
+def coldfront_site(tmp_path_factory):
+    """A real ColdFront 1.1.10 (gunicorn, SQLite) holding COLDFRONT_SEED: wiped first, own state dir and
+    port, so a demo instance does not interfere; stopped by PID at the end of the session."""
+    from scripts.local_run import read_env_sh
+
+    env = {"XU_STATE_DIR": str(STATE / "coldfront-test"), "XU_COLDFRONT_PORT": COLDFRONT_TEST_PORT}
+    script = str(ROOT / "scripts" / "services" / "coldfront.sh")
+    seed_file = tmp_path_factory.mktemp("coldfront") / "seed.json"
+    seed_file.write_text(json.dumps(COLDFRONT_SEED, ensure_ascii=False, indent=1), encoding="utf-8")
+    try:
+        run_script(script, "reset", env=env, timeout=120)
+        run_script(script, "start", env=env, timeout=900)  # the first start builds ColdFront's venv
+        run_script(script, "load", str(seed_file), env=env, timeout=300)
+        described = read_env_sh(STATE / "coldfront-test" / "coldfront" / "env.sh")
+        yield ColdFrontSite(url=described["XU_COLDFRONT_URL"], token=described["XU_COLDFRONT_TOKEN"],
+                            member_token=described["XU_COLDFRONT_MEMBER_TOKEN"], seed=COLDFRONT_SEED,
+                            seed_file=seed_file, env=env, directory=Path(described["XU_COLDFRONT_DIR"]))  # fmt: skip
+    finally:
+        run_script(script, "stop", env=env, timeout=120)
