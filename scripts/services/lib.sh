@@ -123,14 +123,19 @@ xu_port_in_use() {
 }
 
 # xu_wait_until TIMEOUT DESCRIPTION PIDFILE NEEDLE -- CMD...:
-# poll CMD every 0.25 s; fail early if the daemon in PIDFILE died.
+# poll CMD every 0.25 s; fail early if the daemon in PIDFILE died. Right after `cmd &` the child may
+# not have exec'd yet (its command line is still this script's), so a live PID that does not match
+# NEEDLE yet is waited for; only a PID that is gone, or still unmatched after 10 s, is a failure.
 xu_wait_until() {
-    local timeout=$1 what=$2 pidfile=$3 needle=$4 deadline
+    local timeout=$1 what=$2 pidfile=$3 needle=$4 deadline pid started=$SECONDS
     shift 5
     deadline=$((SECONDS + timeout))
     until "$@" >/dev/null 2>&1; do
         if [[ -n $pidfile ]] && ! xu_running_pid "$pidfile" "$needle" >/dev/null; then
-            xu_fail "$what: process exited during start-up"
+            pid=$(head -n 1 -- "$pidfile" 2>/dev/null || true)
+            if ! xu_pid_alive "$pid" || ((SECONDS - started > 10)); then
+                xu_fail "$what: process exited during start-up"
+            fi
         fi
         ((SECONDS < deadline)) || xu_fail "$what: not ready after ${timeout}s"
         sleep 0.25
