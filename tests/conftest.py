@@ -392,57 +392,9 @@ def mariadb_pair():
 
 # ColdFront (scripts/services/coldfront.sh): PIs, projects, allocations and user names for the hierarchy.
 COLDFRONT_TEST_PORT = port(28000)
-COLDFRONT_SEED = {
-    "resources": [
-        {"name": "OpenShift Prod", "resource_type": "Cloud", "description": "Production OpenShift (containers)"},
-        {"name": "OpenStack Cloud", "resource_type": "Cloud", "description": "OpenStack IaaS (virtual machines)"},
-        {"name": "HPC Cluster", "resource_type": "Cluster", "description": "Slurm batch cluster"},
-    ],
-    "users": [
-        {"username": "zmuller", "first_name": "Zoë", "last_name": "Müller-Østergaard", "email": "zoe@uit.example.no"},
-        {"username": "liwei", "first_name": "伟", "last_name": "李", "email": "li.wei@example.edu.cn"},
-        {"username": "jsmith", "first_name": "John", "last_name": "Smith, Jr.", "email": "jsmith@example.edu"},
-        {"username": "rbrien", "first_name": 'Robert "Bob"', "last_name": "O'Brien", "email": "bob@example.edu"},
-        {"username": "astudent", "first_name": "Ana", "last_name": "Estudiante", "email": "ana@example.edu"},
-        {"username": "kmensah", "first_name": "Kwame", "last_name": "Mensah", "email": "kwame@example.edu"},
-    ],
-    "projects": [
-        {"title": "Genomics of Arctic Microbiomes", "pi": "zmuller", "status": "Active", "users": ["astudent"],
-         "field_of_science": "Biological Sciences",
-         "attributes": {"Institution": "Universitetet i Tromsø", "Project ID": "ARC-0042"}},
-        {"title": "Climate Model Ensemble, Phase 2", "pi": "liwei", "status": "Active", "users": ["kmensah"],
-         "attributes": {"Institution": "清华大学 (Tsinghua University)"}},
-        {"title": 'Protein Folding "Deep Dive"', "pi": "jsmith", "status": "New",
-         "attributes": {"Institution": "Example State University"}},
-        {"title": "Legacy Seismic Archive", "pi": "rbrien", "status": "Archived",
-         "attributes": {"Institution": "Example Tech"}},
-        {"title": "Teaching: Intro to HPC", "pi": "zmuller", "status": "Active",
-         "users": ["astudent", {"username": "kmensah", "role": "Manager"}],
-         "attributes": {"Institution": "Universitetet i Tromsø", "Account Number": "1756522"}},
-    ],
-    "allocations": [
-        {"project": "Genomics of Arctic Microbiomes", "resource": "OpenShift Prod", "status": "Active",
-         "users": ["zmuller", "astudent"],
-         "attributes": {"Allocated Project ID": "arctic-microbiomes",
-                        "Allocated Project Name": "Genomics of Arctic Microbiomes"}},
-        {"project": "Genomics of Arctic Microbiomes", "resource": "HPC Cluster", "status": "Active",
-         "users": ["zmuller", "astudent"],
-         "attributes": {"slurm_account_name": "arctic_mb", "Core Usage (Hours)": "120000"}},
-        {"project": "Climate Model Ensemble, Phase 2", "resource": "OpenStack Cloud", "status": "Active",
-         "users": ["liwei", "kmensah"],
-         "attributes": {"Allocated Project ID": "3f2a6c1e9b8d4e7fa0c5d2b1e4f6a8c9",
-                        "Allocated Project Name": "climate-ensemble"}},
-        {"project": "Climate Model Ensemble, Phase 2", "resource": "HPC Cluster", "status": "Active",
-         "users": ["liwei"], "attributes": {"slurm_account_name": "climate_ens"}},
-        {"project": 'Protein Folding "Deep Dive"', "resource": "OpenShift Prod", "status": "Pending",
-         "users": ["jsmith"]},
-        {"project": "Legacy Seismic Archive", "resource": "HPC Cluster", "status": "Expired",
-         "users": ["rbrien"], "attributes": {"slurm_account_name": "seismic_legacy"}},
-        {"project": "Teaching: Intro to HPC", "resource": "OpenShift Prod", "status": "Active",
-         "users": ["zmuller", "astudent", "kmensah"],
-         "attributes": {"Allocated Project ID": "intro-hpc-2026", "Allocated Project Name": "Teaching: Intro to HPC"}},
-    ],
-}  # fmt: skip
+# Resources, PIs (names with non-ASCII, a comma, quotes), projects in several statuses, allocations with the
+# attributes sites use: also the demo's ColdFront.
+COLDFRONT_SEED = json.loads((ROOT / "scripts" / "data" / "coldfront-seed.json").read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
