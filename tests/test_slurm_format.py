@@ -88,6 +88,7 @@ def test_pipes_and_non_ascii_in_job_name_pass_unchanged():
     [
         ({"end": "Unknown", "state": "RUNNING"}, "end_unknown"),
         ({"nodelist": "None assigned"}, "none_assigned"),
+        ({"nnodes": "0"}, "no_nodes"),
         ({"jobid": "4.batch"}, "job_step"),
         ({"jobid": "4.extern"}, "job_step"),
         ({"state": "RUNNING"}, "not_ended"),
@@ -103,7 +104,7 @@ def test_lines_xdmod_skips_are_counted_not_staged(changes, reason):
 
 @pytest.mark.parametrize(
     ("jobid", "rows"),
-    [("6_1", 1), ("12_[1,4-9]", 7), ("12_[2-5,17]", 5), ("12_[3]", 1), ("4294967295", 1), ("12_[9-7]", 3)],
+    [("6_1", 1), ("12_[1,4-9]", 7), ("12_[2-5,17]", 5), ("12_[3]", 1), ("2147483647", 1), ("12_[9-7]", 3)],
 )
 def test_array_forms_xdmod_expands(jobid, rows):
     counts, _staged, _ = check([edit(COMPLETE, jobid=jobid)])
@@ -119,6 +120,9 @@ def test_array_forms_xdmod_expands(jobid, rows):
         ({"jobid": "12_[1-3%2]"}, "bad_job_id"),
         ({"jobid": "12_[1,"}, "bad_job_id"),
         ({"jobid": "4294967296"}, "bad_job_id"),
+        ({"jobid": "2147483648"}, "bad_job_id"),  # fits the shredder, but the warehouse's int(11) clips it
+        ({"jobid": "2147483648_1"}, "bad_job_id"),
+        ({"jobidraw": "3000000000"}, "bad_job_id_raw"),
         ({"jobid": "abc"}, "bad_job_id"),
         ({"jobid": "12_3000000000"}, "bad_job_id"),
         ({"jobidraw": "x4"}, "bad_job_id_raw"),

@@ -26,8 +26,9 @@ SACCT_FIELDS: tuple[str, ...] = (
     "reqcpus", "reqmem", "reqtres", "alloctres", "timelimit", "nodelist", "jobname",
 )  # fmt: skip
 N_FIELDS = len(SACCT_FIELDS)
-(JOBID, JOBIDRAW, SUBMIT, START, END, ELAPSED, STATE, NODELIST) = (
-    SACCT_FIELDS.index(name) for name in ("jobid", "jobidraw", "submit", "start", "end", "elapsed", "state", "nodelist")
+(JOBID, JOBIDRAW, SUBMIT, START, END, ELAPSED, STATE, NNODES, NODELIST) = (
+    SACCT_FIELDS.index(name)
+    for name in ("jobid", "jobidraw", "submit", "start", "end", "elapsed", "state", "nnodes", "nodelist")
 )
 
 ENDED_STATES = frozenset(
@@ -35,7 +36,6 @@ ENDED_STATES = frozenset(
 )
 NOT_ENDED_STATES = frozenset(b"PENDING RUNNING REQUEUED RESIZING SUSPENDED".split())
 
-UINT32_MAX = 4_294_967_295
 INT32_MAX = 2_147_483_647
 
 _TIME = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
@@ -74,19 +74,22 @@ class SacctCounts:
         }
 
 
-def _uint32(text: bytes) -> bool:
-    return text.isdigit() and (len(text) < 10 or (len(text) == 10 and int(text) <= UINT32_MAX))
+def _warehouse_id(text: bytes) -> bool:
+    """An id XDMoD keeps apart from others all the way to its warehouse: the shredder takes unsigned 32-bit
+    ids, but mod_hpcdb.hpcdb_jobs and modw.job_tasks store local_jobid / local_job_id_raw as signed int(11),
+    where a larger id is clipped to 2147483647 (sql_mode '') and merges with every other such job."""
+    return text.isdigit() and (len(text) < 10 or (len(text) == 10 and int(text) <= INT32_MAX))
 
 
 def xdmod_rows_for_jobid(jobid: bytes) -> int | None:
     """Rows XDMoD makes from this job id (arrays expand), or None if XDMoD would throw on it."""
-    if _uint32(jobid):
+    if _warehouse_id(jobid):
         return 1
     match = _ARRAY_ONE.fullmatch(jobid)
     if match:
-        return 1 if _uint32(match.group(1)) and int(match.group(2)) <= INT32_MAX else None
+        return 1 if _warehouse_id(match.group(1)) and int(match.group(2)) <= INT32_MAX else None
     match = _ARRAY_SET.fullmatch(jobid)
-    if not match or not _uint32(match.group(1)):
+    if not match or not _warehouse_id(match.group(1)):
         return None
     rows = 0
     for part in match.group(2).split(b","):
@@ -122,14 +125,19 @@ def classify_fields(fields: list[bytes], window_start: bytes, window_end: bytes)
         return "quarantined", "bad_end_time: end is not YYYY-MM-DDTHH:MM:SS (XDMoD cannot store the job)"
     if not (window_start <= end < window_end):
         return "outside", ""
+    if fields[NNODES] == b"0":  # shredded, but XDMoD's job_tasks keeps only nodecount <> 0
+        return "skipped", "no_nodes"
     if b"+" in jobid:
-        if not _uint32(fields[JOBIDRAW]):
-            return "quarantined", "bad_het_job_id: a '+' job id without a numeric JobIDRaw"
+        if not _warehouse_id(fields[JOBIDRAW]):
+            return "quarantined", "bad_het_job_id: a '+' job id without a JobIDRaw XDMoD can keep (0..2147483647)"
         return "staged", "het_rewritten"
     if xdmod_rows_for_jobid(jobid) is None:
-        return "quarantined", "bad_job_id: not an unsigned 32-bit id or array form N_M / N_[a,b-c]"
-    if not _uint32(fields[JOBIDRAW]):
-        return "quarantined", "bad_job_id_raw: JobIDRaw is not an unsigned 32-bit integer"
+        return "quarantined", (
+            "bad_job_id: not an id 0..2147483647 (XDMoD's warehouse clips larger ones and "
+            "merges them) or array form N_M / N_[a,b-c]"
+        )
+    if not _warehouse_id(fields[JOBIDRAW]):
+        return "quarantined", "bad_job_id_raw: JobIDRaw is not an integer 0..2147483647 (XDMoD's warehouse limit)"
     if not _TIME.fullmatch(fields[SUBMIT]):
         return "quarantined", "bad_submit_time: XDMoD would drop the job silently (submit_time NOT NULL)"
     if not _TIME.fullmatch(fields[START]) and not _ELAPSED.fullmatch(fields[ELAPSED]):
