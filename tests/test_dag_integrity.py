@@ -15,9 +15,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
-XDMOD_TASKS = {"xdmod_timestamp", "xdmod_shred", "xdmod_ingest", "xdmod_aggregate"}
-CLOUD_XDMOD_TASKS = {"xdmod_timestamp", "xdmod_shred_events", "xdmod_shred_hypervisors", "xdmod_ingest",
-                     "xdmod_aggregate"}  # fmt: skip
+XDMOD_TASKS = {"xdmod_timestamp", "xdmod_shred", "xdmod_ingest"}
+CLOUD_XDMOD_TASKS = {"xdmod_timestamp", "xdmod_shred_events", "xdmod_shred_hypervisors", "xdmod_ingest"}
 
 PARSE_CHILD = """
 import json, sys, time
@@ -76,7 +75,8 @@ def usage_dags(dagbag):
 def test_one_dag_per_resource_plus_the_freshness_watch(dagbag):
     assert set(dagbag.dag_ids) == {"usage_slurm_hpc1", "usage_openshift_ocp-prod", "usage_openstack_cloud",
                                    "xdmod_usage_freshness", "xdmod_usage_preflight", "xdmod_backup",
-                                   "xdmod_restore"}  # fmt: skip
+                                   "xdmod_restore", "xdmod_aggregate_jobs", "xdmod_aggregate_cloud",
+                                   "xdmod_hierarchy", "xdmod_reload"}  # fmt: skip
 
 
 def test_backup_dumps_in_the_xdmod_pool_and_the_restore_never_retries(dagbag):
@@ -125,9 +125,55 @@ def test_openstack_stages_days_in_order_and_ingests_if_either_shred_ran(dagbag):
     assert dag.get_task("xdmod_shred_hypervisors").trigger_rule == "none_failed"
     assert dag.get_task("xdmod_ingest").trigger_rule == "none_failed_min_one_success"
     chain = ["stage", "xdmod_timestamp", "xdmod_shred_events", "xdmod_shred_hypervisors", "xdmod_ingest",
-             "xdmod_aggregate"]  # fmt: skip
+             "reconcile"]  # fmt: skip
     for upstream, downstream in itertools.pairwise(chain):
         assert downstream in dag.get_task(upstream).downstream_task_ids
+
+
+def test_source_dags_ingest_with_an_asset_event_and_reconcile_instead_of_aggregating(dagbag):
+    for dag in usage_dags(dagbag):
+        realm = "cloud" if dag.dag_id.startswith("usage_openstack_") else "job"
+        resource = dag.dag_id.split("_", 2)[2]
+        assert not [task.task_id for task in dag.tasks if "aggregate" in task.task_id]
+        ingest = dag.get_task("xdmod_ingest")
+        assert [asset.name for asset in ingest.outlets] == [f"xdmod-ingest.{realm}.{resource}"]
+        reconcile = dag.get_task("reconcile")
+        assert reconcile.upstream_task_ids >= {"xdmod_ingest", "stage"} and reconcile.pool != "xdmod"
+        assert reconcile.trigger_rule == "none_failed"  # an empty day is checked too: XDMoD must hold nothing
+
+
+def test_one_aggregation_dag_per_realm_runs_on_any_ingest_one_run_at_a_time(dagbag):
+    from airflow.sdk import AssetAny
+
+    for realm, dag_id, resources in (("job", "xdmod_aggregate_jobs", ["hpc1", "ocp-prod"]),
+                                     ("cloud", "xdmod_aggregate_cloud", ["cloud"])):  # fmt: skip
+        dag = dagbag.dags[dag_id]
+        condition = dag.timetable.asset_condition
+        assert isinstance(condition, AssetAny)  # a paused resource never stalls the others
+        assert sorted(asset.name for asset in condition.objects) == [f"xdmod-ingest.{realm}.{r}" for r in resources]
+        assert dag.max_active_runs == 1 and dag.catchup is False
+        aggregate = dag.get_task("aggregate")
+        assert aggregate.pool == "xdmod" and "settle" in aggregate.upstream_task_ids
+        assert [a.name for a in aggregate.outlets] == [f"xdmod-aggregated.{realm}"]
+        assert {a.name for a in aggregate.inlets} == {f"xdmod-ingest.{realm}.{r}" for r in resources} | {
+            f"xdmod-aggregated.{realm}"}  # fmt: skip
+        assert dag.get_task("settle").pool != "xdmod"  # waiting holds no XDMoD slot
+
+
+def test_hierarchy_and_reload_dags_keep_xdmod_commands_in_the_pool(dagbag):
+    hierarchy = dagbag.dags["xdmod_hierarchy"]
+    assert {t.task_id: t.pool for t in hierarchy.tasks} == {"snapshot": "default_pool", "import_files": "xdmod",
+                                                            "reingest": "xdmod"}  # fmt: skip
+    assert hierarchy.catchup is False and set(hierarchy.params.keys()) == {"as_of", "import_files", "dry_run"}
+    reload = dagbag.dags["xdmod_reload"]
+    assert type(reload.timetable).__name__ == "NullTimetable"  # manual only
+    assert {t.task_id for t in reload.tasks if t.pool == "xdmod"} == {"xdmod_timestamp", "delete_jobs", "shred",
+                                                                     "xdmod_ingest"}  # fmt: skip
+    assert reload.params["list_only"] is True and reload.params["confirm"] == ""
+    assert reload.params.get_param("resource").schema["enum"] == ["hpc1", "ocp-prod"]  # job resources only
+    chain = ["plan", "restage", "xdmod_timestamp", "delete_jobs", "shred", "xdmod_ingest", "reconcile"]
+    for upstream, downstream in itertools.pairwise(chain):
+        assert downstream in reload.get_task(upstream).downstream_task_ids
 
 
 def test_schedule_is_one_utc_day_midnight_to_midnight_with_catchup(dagbag):
@@ -180,7 +226,8 @@ def test_every_library_module_imports():
 def test_core_library_runs_without_airflow():
     code = (
         "import sys, xdmod_usage.config, xdmod_usage.slurm_pipeline, xdmod_usage.sacct, xdmod_usage.runners, "
-        "xdmod_usage.xdmod_commands, xdmod_usage.backup_make, xdmod_usage.backup_restore; "
+        "xdmod_usage.xdmod_commands, xdmod_usage.backup_make, xdmod_usage.backup_restore, xdmod_usage.aggregation, "
+        "xdmod_usage.hierarchy_pipeline, xdmod_usage.hierarchy_sources, xdmod_usage.reload; "
         "assert not [m for m in sys.modules if m.split('.')[0] == 'airflow'], 'airflow'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "plugins")})

@@ -39,7 +39,8 @@ def test_the_dag_stages_the_day_and_runs_the_xdmod_steps(ocp_site):
     staged = site.staged_path(day, OCP)
     assert "DRY RUN would run argv=['xdmod-shredder', '-r', 'ocp_demo', '-f', 'slurm', '-i', " in text
     assert staged.name in text
-    assert "'xdmod-ingestor', '--ingest'" in text and "'--aggregate=job'" in text
+    assert "'xdmod-ingestor', '--ingest'" in text and "'--aggregate=job'" not in text  # the aggregation DAG's
+    assert site.manifest(day, OCP)["reconciliation"]["expected"] == manifest["counts"]["xdmod_rows"]
     assert "Prometheus has no request samples" in text  # the outage hour is reported (policy warn)
 
 

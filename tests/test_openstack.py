@@ -350,7 +350,11 @@ def test_the_dag_stages_the_day_and_runs_the_cloud_xdmod_steps(openstack_site, c
     assert (f"DRY RUN would run argv=['xdmod-shredder', '-r', 'cloud_demo', '-f', 'cloudresourcespecs', '-d', "
             f"'/srv/xdmod-usage/input/{subdir}']") in text  # fmt: skip
     assert f"at /srv/xdmod-usage/input/{subdir}/{events}" in text and f"{subdir}/{specs}" in text
-    assert "'xdmod-ingestor', '--datatype=openstack'" in text and "'--aggregate=cloud'" in text
+    assert "'xdmod-ingestor', '--datatype=openstack'" in text and "'--aggregate=cloud'" not in text
+    assert "ingest event for xdmod-ingest.cloud.cloud-demo" in text  # xdmod_aggregate_cloud runs on it
+    note = cloud_site.manifest(day, CLOUD)["reconciliation"]
+    assert note["status"] == "not_checked" and note["writer_claim"] == manifest["counts"]["staged"]
+    assert note["expected"] == note["writer_claim"] > 0  # XDMoD's rules keep every event our writer staged
     password = openstack_site.admin_password()
     assert password not in text  # the connection's password never reaches a log
 
@@ -372,6 +376,24 @@ def test_archive_replay_needs_no_cloud(openstack_site, cloud_site):
     name = after["xdmod_inputs"]["events"]
     assert after["files"][name]["sha256"] == before["files"][name]["sha256"]
     assert after["source"]["replayed_from_archive"] is True
+
+
+def test_xdmod_rules_keep_every_event_our_writer_staged(openstack_site):
+    """The independent expectation (XDMoD's event map, exists-only-when-active, the event primary key)
+    agrees with our event builder on every day staged from the real cloud."""
+    import json as json_module
+
+    from xdmod_usage.staging import DayStage
+    from xdmod_usage.window import UsageWindow
+    from xdmod_usage.xdmod_expected import expected_cloud_events
+
+    for offset, (result, _api) in sorted(openstack_site.staged.items()):
+        manifest = result.manifest
+        day = UsageWindow.for_day(openstack_site.day + dt.timedelta(days=offset))
+        stage = DayStage(openstack_site.store, "cloud", day.day.isoformat())
+        with stage.open_entry(manifest["files"][manifest["xdmod_inputs"]["events"]]) as handle:
+            expected = expected_cloud_events(json_module.load(handle), day.start, day.end)
+        assert expected.rows == manifest["counts"]["staged"], (offset, expected.not_held)
 
 
 def test_preflight_checks_the_account_microversion_and_admin_role(openstack_site):

@@ -104,11 +104,19 @@ def test_dry_run_logs_the_exact_xdmod_commands(two_days):
     staged = f"/srv/xdmod-usage/input/slurm-{CLUSTER}-{DAY.isoformat()}.log"
     assert f"argv=['xdmod-shredder', '-r', '{CLUSTER}', '-f', 'slurm', '-i', '{staged}']" in log
     assert "argv=['xdmod-ingestor', '--ingest']" in log
-    assert "argv=['xdmod-ingestor', '--aggregate=job', '--last-modified-start-date', '20" in log
-    assert log.index("xdmod-shredder") < log.index("'--ingest'") < log.index("--aggregate=job")
+    assert log.index("xdmod-shredder") < log.index("'--ingest'")
+    # Aggregation is the jobs aggregation DAG's, on this ingest's asset event (with the pre-shred timestamp).
+    assert "--aggregate=job" not in log
+    assert f"ingest event for xdmod-ingest.job.{CLUSTER}: " in log and "'last_modified_start': '20" in log
+    manifest = _site.manifest(DAY)
+    assert manifest["xdmod_ingest"]["dry_run"] is True
+    note = manifest["reconciliation"]
+    assert note["status"] == "not_checked" and note["expected"] == note["writer_claim"] == manifest["counts"][
+        "xdmod_rows"]  # fmt: skip
+    assert f"DRY RUN reconciliation of {CLUSTER} {DAY}: XDMoD should hold {note['expected']} job rows" in log
     assert "xdmod-test-pw" not in log  # the DB password never reaches a log
     # The configured kubernetes runner is shown as the exact pod of each step (dry_run param).
-    assert log.count("DRY RUN pod spec:") == 3
+    assert log.count("DRY RUN pod spec:") == 2
     assert "fetch-staged-files" in log and "namespace: xdmod" in log and "automountServiceAccountToken: false" in log
 
 

@@ -1,10 +1,14 @@
-"""Two DAGs' XDMoD commands never overlap, under a real scheduler and executor (`airflow standalone`:
-scheduler, LocalExecutor, dag-processor, triggerer, API server, on SQLite), with the real Slurm as
-the source and the SSH runner reaching stand-in XDMoD commands (which sleep) on a real sshd.
+"""Two DAGs' XDMoD commands never overlap, and XDMoD aggregates once for their ingests, under a real
+scheduler and executor (`airflow standalone`: scheduler, LocalExecutor, dag-processor, triggerer, API
+server, on SQLite), with the real Slurm as the source and the SSH runner reaching stand-in XDMoD commands
+(which sleep) on a real sshd.
 
-Two resources, two days each, four runs at once. The check is made on the metadata database's task
-instances: every pair of tasks in the `xdmod` pool is disjoint in time, while tasks outside the pool
-did run in parallel (so the executor could have overlapped them: the pool is what prevented it).
+Two resources, two days each, four runs at once; a third resource's DAG is paused. The checks are made
+on the metadata database: every pair of tasks in the `xdmod` pool (the aggregation's included) is disjoint
+in time, while tasks outside the pool did run in parallel (so the executor could have overlapped them:
+the pool is what prevented it); the jobs aggregation DAG, scheduled on ANY ingest event (the paused
+resource stalls nothing), covered every ingest exactly once, each aggregation from the earliest pre-shred
+timestamp among the ingests it covered, with fewer XDMoD aggregations than ingests.
 """
 
 from __future__ import annotations
@@ -21,15 +25,11 @@ import time
 import pytest
 
 from conftest import free_port
+from xdmod_standin import apply_xdmod_schema, install
+from xdmod_usage.mysql_client import DbEndpoint
 
 pytestmark = pytest.mark.slurm
 
-STAND_IN = """#!/bin/sh
-# Stand-in for an XDMoD command: takes a while, like the real one, and records its argv.
-echo "$(date +%s.%N) $(basename "$0") $*" >> {record}
-sleep 2
-echo "done $(basename "$0")"
-"""
 SLOW_SACCT = """#!/bin/sh
 # sacct that takes a few seconds, so the staging tasks of different runs overlap.
 sleep 3
@@ -42,12 +42,16 @@ def overlapping(intervals):
 
 
 def test_xdmod_commands_of_two_dags_never_overlap(slurm_site, sshd_login, tmp_path):
+    from scripts.local_run import MARIADB_PASSWORD
+
     site, _ = slurm_site
-    bin_dir, record = tmp_path / "xdmod-bin", tmp_path / "calls.log"
-    bin_dir.mkdir()
-    for name in ("xdmod-shredder", "xdmod-ingestor"):
-        (bin_dir / name).write_text(STAND_IN.format(record=record))
-        (bin_dir / name).chmod(0o755)
+    # The stand-ins keep the XDMoD tables the runs' reconcile task reads, on the xdmod_db server.
+    endpoint = DbEndpoint("127.0.0.1", int(site.ports["XU_MARIADB_PORT"]), "xdmod", MARIADB_PASSWORD)
+    with endpoint.connect() as conn:
+        apply_xdmod_schema(conn)
+    standin = install(tmp_path / "xdmod-host", sys.executable, {"port": endpoint.port, "user": endpoint.user,
+                                                                "password": endpoint.password}, delay=2)  # fmt: skip
+    bin_dir = standin.bin_dir
     slow_sacct = tmp_path / "sacct"
     slow_sacct.write_text(SLOW_SACCT)
     slow_sacct.chmod(0o755)
@@ -61,8 +65,10 @@ def test_xdmod_commands_of_two_dags_never_overlap(slurm_site, sshd_login, tmp_pa
         {**base, "name": name, "xdmod_resource": name, "start_date": "2026-11-20", "end_date": "2026-11-21",
          "lateness_deadline": "12h",  # the scheduler path handles deadlines (dags test does not)
          "source": {**base["source"], "sacct_path": str(slow_sacct)}}
-        for name in ("alpha", "beta")
+        for name in ("alpha", "beta", "gamma")
     ]  # fmt: skip
+    # The aggregation waits for ingests finishing meanwhile; the four runs' ingests come within about a minute.
+    config["aggregation"] = {"settle_delay": "100s", "lateness_deadline": "1h"}
     (tmp_path / "site.json").write_text(json.dumps(config))
     home, port = tmp_path / "airflow", free_port()
     env = {
@@ -81,27 +87,36 @@ def test_xdmod_commands_of_two_dags_never_overlap(slurm_site, sshd_login, tmp_pa
     subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True)
     subprocess.run([*airflow, "pools", "set", "xdmod", "1", "XDMoD", "--include-deferred"], env=env, check=True,
                    capture_output=True)  # fmt: skip
+    subprocess.run([*airflow, "dags", "reserialize"], env=env, check=True, capture_output=True)
+    subprocess.run([*airflow, "dags", "pause", "usage_slurm_gamma"], env=env, check=True, capture_output=True)
     log = open(tmp_path / "standalone.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([*airflow, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
     db = home / "airflow.db"
     try:
-        deadline = time.monotonic() + 420
+        deadline = time.monotonic() + 540
         states: list = []
         while time.monotonic() < deadline:
             time.sleep(5)
             assert proc.poll() is None, (tmp_path / "standalone.log").read_text()[-3000:]
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-                states = conn.execute("SELECT dag_id, state FROM dag_run WHERE dag_id LIKE 'usage_%'").fetchall()
-            if len(states) == 4 and all(state in ("success", "failed") for _, state in states):
+                states = conn.execute("SELECT dag_id, state FROM dag_run WHERE dag_id LIKE 'usage_%' "
+                                      "OR dag_id = 'xdmod_aggregate_jobs'").fetchall()  # fmt: skip
+            usage = [state for dag_id, state in states if dag_id.startswith("usage_")]
+            aggregations = [state for dag_id, state in states if dag_id == "xdmod_aggregate_jobs"]
+            done = ("success", "failed")
+            finished = len(usage) == 4 and all(state in done for state in usage + aggregations)
+            if finished and aggregations and _all_ingests_covered(db):
                 break
         else:
             pytest.fail(f"runs did not finish: {states}\n{(tmp_path / 'standalone.log').read_text()[-3000:]}")
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
             rows = conn.execute(
                 "SELECT dag_id || ' ' || run_id || ' ' || task_id, start_date, end_date, pool, state "
-                "FROM task_instance WHERE start_date IS NOT NULL AND dag_id LIKE 'usage_%'"
+                "FROM task_instance WHERE start_date IS NOT NULL AND (dag_id LIKE 'usage_%' "
+                "OR dag_id = 'xdmod_aggregate_jobs')"
             ).fetchall()
+            ingests, aggregated = _events(conn)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -110,12 +125,48 @@ def test_xdmod_commands_of_two_dags_never_overlap(slurm_site, sshd_login, tmp_pa
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
 
-    assert sorted(states) == [("usage_slurm_alpha", "success")] * 2 + [("usage_slurm_beta", "success")] * 2, rows
+    usage_states = sorted((d, st) for d, st in states if d.startswith("usage_"))
+    assert usage_states == [("usage_slurm_alpha", "success")] * 2 + [("usage_slurm_beta", "success")] * 2, rows
     xdmod = [(name, start, end) for name, start, end, pool, _ in rows if pool == "xdmod"]
     others = [(name, start, end) for name, start, end, pool, _ in rows if pool != "xdmod"]
-    assert len(xdmod) == 4 * 4  # timestamp, shred, ingest, aggregate in each run
+    aggregate_tasks = [name for name, *_ in xdmod if name.startswith("xdmod_aggregate_jobs ")]
+    assert len(xdmod) - len(aggregate_tasks) == 4 * 3  # timestamp, shred, ingest in each run
     assert overlapping(xdmod) == []
     assert overlapping(others), "nothing ran in parallel: this run cannot show what the pool prevents"
-    calls = record.read_text().splitlines()
-    assert sum(" xdmod-shredder " in line for line in calls) == 4
-    assert {line.split(" ")[3] for line in calls if " xdmod-shredder " in line} == {"alpha", "beta"}
+    calls = standin.argvs()
+    shreds = [argv for argv in calls if argv[0] == "xdmod-shredder"]
+    assert len(shreds) == 4 and {argv[2] for argv in shreds} == {"alpha", "beta"}
+
+    # Aggregation: every ingest covered exactly once; each XDMoD aggregation from the earliest timestamp among
+    # the ingests it covered; batched (fewer aggregations than ingests), and never before an ingest it covers.
+    assert len(ingests) == 4 and {i["resource"] for i in ingests.values()} == {"alpha", "beta"}
+    covered = [ingest_id for event in aggregated for ingest_id in event["covered"]]
+    assert sorted(covered) == sorted(ingests)
+    runs = [argv for argv in calls if "--aggregate=job" in argv]
+    assert [run[-1] for run in runs] == [event["last_modified_start"] for event in aggregated]
+    for event in aggregated:
+        assert event["last_modified_start"] == min(ingests[i]["last_modified_start"] for i in event["covered"])
+        assert all(ingests[i]["timestamp"] <= event["timestamp"] for i in event["covered"])
+    assert 1 <= len(runs) < len(ingests), runs
+    assert not any(" usage_slurm_gamma " in name for name, *_ in rows)  # paused: ran nothing, stalled nothing
+
+
+def _events(conn) -> tuple[dict[str, dict], list[dict]]:
+    """The ingest events (by ingest id) and the aggregations' events, from the metadata database."""
+    found = conn.execute("SELECT a.name, e.extra, e.timestamp FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                         "WHERE a.name LIKE 'xdmod-%' ORDER BY e.id").fetchall()  # fmt: skip
+    ingests = {}
+    aggregated = []
+    for name, extra, timestamp in found:
+        facts = {**json.loads(extra), "timestamp": timestamp}
+        if name.startswith("xdmod-ingest."):
+            ingests[facts["ingest_id"]] = facts
+        else:
+            aggregated.append(facts)
+    return ingests, aggregated
+
+
+def _all_ingests_covered(db) -> bool:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
+        ingests, aggregated = _events(conn)
+    return len(ingests) == 4 and {i for e in aggregated for i in e["covered"]} == set(ingests)

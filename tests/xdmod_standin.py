@@ -13,6 +13,7 @@ compares with is computed by xdmod_usage.xdmod_expected, code these scripts do n
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import MySQLdb
 
 RECORD = {record!r}
 DB = {db!r}
+time.sleep({delay!r})  # a real XDMoD command takes a while
 name, args = os.path.basename(sys.argv[0]), sys.argv[1:]
 entry = {{"command": name, "argv": args, "at": time.time()}}
 files = []
@@ -56,6 +58,10 @@ def resource_id(cursor, code):
 def ts(text):
     return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
 
+def day_id(seconds):  # XDMoD's day key YYYY00DDD (this stand-in's database runs in UTC)
+    moment = time.gmtime(seconds)
+    return moment.tm_year * 100000 + moment.tm_yday
+
 if name == "xdmod-shredder" and "slurm" in args:
     conn = connect(); cursor = conn.cursor()
     rid = resource_id(cursor, args[args.index("-r") + 1])
@@ -78,9 +84,9 @@ if name == "xdmod-shredder" and "slurm" in args:
                 "local_job_array_index, local_job_id_raw, resource_id, systemaccount_id, person_id, "
                 "person_organization_id, person_nsfstatuscode_id, job_task_type_id, submit_time_ts, start_time_ts, "
                 "end_time_ts, start_day_id, end_day_id, eligible_day_id, wallduration, waitduration, cpu_time, "
-                "gpu_time) VALUES (%s,%s,%s,NOW(),%s,%s,%s,%s,1,1,1,1,1,%s,%s,%s,1,1,1,%s,%s,0,0)",
+                "gpu_time) VALUES (%s,%s,%s,NOW(),%s,%s,%s,%s,1,1,1,1,1,%s,%s,%s,%s,%s,%s,%s,%s,0,0)",
                 (job_id, job_id, job_id, int(job), index, int(fields[1].partition("_")[0] or job), rid,
-                 submit, start, end, end - start, start - submit))
+                 submit, start, end, day_id(start), day_id(end), day_id(submit), end - start, start - submit))
     print(f"Shredded {{len(files)}} files")
 elif name == "xdmod-admin" and "--jobs" in args:
     conn = connect(); cursor = conn.cursor()
@@ -118,14 +124,15 @@ class StandIn:
         (self.record / "calls.jsonl").unlink(missing_ok=True)
 
 
-def install(directory: Path, python: str, db: dict) -> StandIn:
-    """Write the stand-in commands (db: port, user, password of the stand-in XDMoD database server)."""
+def install(directory: Path, python: str, db: dict, delay: float = 0.0) -> StandIn:
+    """Write the stand-in commands (db: port, user, password of the stand-in XDMoD database server); each
+    takes ``delay`` seconds, like a real XDMoD command."""
     bin_dir, record = directory / "bin", directory / "record"
     bin_dir.mkdir(parents=True, exist_ok=True)
     record.mkdir(parents=True, exist_ok=True)
     for name in COMMANDS:
         path = bin_dir / name
-        path.write_text(SCRIPT.format(python=python, name=name, record=str(record), db=db))
+        path.write_text(SCRIPT.format(python=python, name=name, record=str(record), db=db, delay=delay))
         path.chmod(0o700)
     return StandIn(bin_dir, record)
 
@@ -133,15 +140,12 @@ def install(directory: Path, python: str, db: dict) -> StandIn:
 def apply_xdmod_schema(conn) -> None:
     """The XDMoD tables the reconciliation reads (include/sql/xdmod_schema_subset.sql), empty, and the
     stand-in shredder's own table of duplicate keys."""
-    from xdmod_usage.config import SQL_DIR
+    from xdmod_usage.reconciliation import apply_schema_subset
 
-    text = "\n".join(line for line in (SQL_DIR / "xdmod_schema_subset.sql").read_text().splitlines()
-                     if not line.lstrip().startswith("--"))  # fmt: skip
     cursor = conn.cursor()
     for database in ("modw", "modw_cloud", "xu_standin"):
         cursor.execute(f"DROP DATABASE IF EXISTS {database}")
-    for statement in filter(None, (part.strip() for part in text.split(";"))):
-        cursor.execute(statement)
+    apply_schema_subset(cursor)
     cursor.execute("CREATE DATABASE xu_standin")
     cursor.execute("CREATE TABLE xu_standin.shredded (resource_id INT NOT NULL, job_id INT UNSIGNED NOT NULL, "
                    "array_index INT NOT NULL, submit INT UNSIGNED NOT NULL, end INT UNSIGNED NOT NULL, "
@@ -160,5 +164,7 @@ def copy_job_row(conn, resource: str, *, id_offset: int, end_shift: int = 0, job
         row[key] += id_offset
     row["local_jobid"] += jobid_offset
     row["end_time_ts"] += end_shift
+    moment = time.gmtime(row["end_time_ts"])
+    row["end_day_id"] = moment.tm_year * 100000 + moment.tm_yday
     columns, marks = ", ".join(names), ", ".join(["%s"] * len(names))  # names from the server's own columns
     cursor.execute(f"INSERT INTO modw.job_tasks ({columns}) VALUES ({marks})", list(row.values()))  # noqa: S608
