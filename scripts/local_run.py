@@ -6,7 +6,9 @@ job runs across a UTC midnight, submits the mixed workload (scripts/slurm_worklo
 then loads a generated OpenShift day into a local Prometheus (scripts/services/prometheus.sh) and runs
 the OpenShift DAG for it, then starts a local OpenStack control plane on a fake clock
 (scripts/services/openstack.sh), plays a day of VM life on it (scripts/openstack_workload.py) and runs
-the OpenStack DAG for each day right after it closes; prints a summary, and stops what it started.
+the OpenStack DAG for each day right after it closes; then the hierarchy DAG (a local ColdFront too), the
+aggregation DAGs and a reload (scripts/local_xdmod.py), and the backup; prints a summary, and stops what
+it started.
 
     .venv/bin/python scripts/local_run.py [--keep-running] [--skip-openstack]
 """
@@ -485,11 +487,19 @@ def main() -> int:
             cloud_site, cloud_logs = run_openstack_days(site)
             print_openstack_summary(cloud_site, cloud_logs)
             last = cloud_site
+        from scripts import local_xdmod
+
+        local_xdmod.print_hierarchy_summary(last, local_xdmod.run_hierarchy(last))
+        local_xdmod.print_aggregation_summary(local_xdmod.run_aggregations(last))
+        local_xdmod.print_reload_summary(local_xdmod.run_reload(last))
         print_backup_summary(last, run_backup(last))
     finally:
         if not args.keep_running:
+            from scripts import local_xdmod
+
             services(site, "stop")
             prometheus(site, "stop")
+            local_xdmod.coldfront(site, "stop")
             if not args.skip_openstack:
                 openstack(site, "stop")
     print(f"\ndemo wall time: {time.monotonic() - started:.0f} s (logs and staging under {site.output_dir})")
