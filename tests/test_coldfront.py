@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
 
 from conftest import ROOT, STATE, free_port, port, run_script
+from fault_proxy import FaultProxy
 from xdmod_usage.coldfront_api import (
     ColdFrontApi,
     ColdFrontAuthError,
@@ -168,67 +167,22 @@ def test_an_ordinary_account_sees_nothing_and_may_not_read_user_names(coldfront_
     assert coldfront_site.member_token not in str(info.value)
 
 
-class FlakyProxy:
-    """A loopback HTTP proxy in front of the real ColdFront that answers the first ``fail`` requests with 503,
-    holds the next ``slow`` ones for ``delay`` seconds (past the client's timeout), and forwards the others
-    (headers included, but Host: ColdFront sees its own address)."""
-
-    def __init__(self, target: str, fail: int, slow: int = 0, delay: float = 0) -> None:
-        self.target, self.fail, self.slow, self.delay, self.seen = target.rstrip("/"), fail, slow, delay, 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                proxy.seen += 1
-                if proxy.seen <= proxy.fail:
-                    self.send_response(503)
-                    self.send_header("Content-Length", "8")
-                    self.end_headers()
-                    self.wfile.write(b"injected")
-                    return
-                if proxy.seen <= proxy.fail + proxy.slow:
-                    time.sleep(proxy.delay)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "accept-encoding")}
-                answer = requests.get(proxy.target + self.path, headers=headers, timeout=60, allow_redirects=False)
-                self.send_response(answer.status_code)
-                for key, value in answer.headers.items():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(answer.content)))
-                self.end_headers()
-                self.wfile.write(answer.content)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def __enter__(self) -> FlakyProxy:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_5xx_answers_are_retried_and_counted(coldfront_site, answer):
-    with FlakyProxy(coldfront_site.url, fail=2) as proxy:
+    with FaultProxy(coldfront_site.url, fail=2) as proxy:
         api = coldfront_site.api(base_url=proxy.url, backoff=0.1)
         assert api.projects() == answer["projects"]
     assert (api.calls, api.retried, proxy.seen) == (3, 2, 3)  # two 503s, then the real answer
 
 
 def test_timeouts_are_retried(coldfront_site, answer):
-    with FlakyProxy(coldfront_site.url, fail=0, slow=1, delay=3) as proxy:
+    with FaultProxy(coldfront_site.url, fail=0, slow=1, delay=3) as proxy:
         api = coldfront_site.api(base_url=proxy.url, timeout=1, backoff=0.1)
         assert api.allocations() == answer["allocations"]
     assert (api.calls, api.retried) == (2, 1)  # one read timeout, then the real answer
 
 
 def test_retries_give_up_with_the_last_problem(coldfront_site):
-    with FlakyProxy(coldfront_site.url, fail=100) as proxy:
+    with FaultProxy(coldfront_site.url, fail=100) as proxy:
         api = coldfront_site.api(base_url=proxy.url, retries=2, backoff=0.05)
         with pytest.raises(ColdFrontUnavailableError, match=r"failed after 3 attempts: HTTP 503: injected"):
             api.allocations()
@@ -336,7 +290,7 @@ def test_next_links_are_followed_on_the_base_url_only(coldfront_paged):
     """Behind a proxy ColdFront builds `next` links to its own address: the client keeps to the base URL, so
     the token goes nowhere else."""
     url, token = coldfront_paged["XU_COLDFRONT_URL"], coldfront_paged["XU_COLDFRONT_TOKEN"]
-    with FlakyProxy(url, fail=0) as proxy:
+    with FaultProxy(url, fail=0) as proxy:
         api = ColdFrontApi(proxy.url, token)
         projects = api.projects()
     assert len(projects) > PAGE_SIZE and api.calls == proxy.seen == math.ceil(len(projects) / PAGE_SIZE)

@@ -8,16 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import requests
 from scripts.openstack_workload import SCHEDULE, SERVERS, step_time
 
+from fault_proxy import FaultProxy
 from xdmod_usage.openstack_api import OpenStackApi, OpenStackAuthError, connect
 from xdmod_usage.openstack_events import EXISTS, parse_time
 from xdmod_usage.openstack_pipeline import RAW_NAME, STATE_NAME, events_name, hypervisors_name, stage_openstack_day
@@ -255,47 +253,10 @@ def test_a_source_that_forgot_servers_cannot_erase_a_staged_day(openstack_site, 
     assert DayStage(store, "cloud", window.day.isoformat()).read_manifest() == manifest
 
 
-class FaultyProxy:
-    """A loopback HTTP proxy in front of the real nova-api that answers the first ``fail`` requests
-    with 503 and holds the next ``slow`` ones past the client's timeout."""
-
-    def __init__(self, target: str, fail: int, slow: int, delay: float) -> None:
-        self.target, self.fail, self.slow, self.delay, self.seen = target.rstrip("/"), fail, slow, delay, 0
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                proxy.seen += 1
-                if proxy.seen <= proxy.fail:
-                    self.send_response(503)
-                    self.end_headers()
-                    self.wfile.write(b"injected")
-                    return
-                if proxy.seen <= proxy.fail + proxy.slow:
-                    time.sleep(proxy.delay)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "accept-encoding")}
-                answer = requests.get(proxy.target + self.path, headers=headers, timeout=60)
-                self.send_response(answer.status_code)
-                for key, value in answer.headers.items():
-                    if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
-                        self.send_header(key, value)
-                body = answer.content.replace(proxy.target.encode(), proxy.url.encode())
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 def test_api_5xx_and_timeouts_are_retried(openstack_site):
     nova = openstack_site.env["XU_OS_NOVA_URL"]
     base = urlsplit(nova)
-    proxy = FaultyProxy(f"{base.scheme}://{base.netloc}", fail=2, slow=1, delay=6)
+    proxy = FaultProxy(f"{base.scheme}://{base.netloc}", fail=2, slow=1, delay=6, rewrite_links=True)
     conn = connect(cloud=openstack_site.env["XU_OS_CLOUD"], timeout=3)
     conn.compute.endpoint_override = proxy.url + base.path
     api = OpenStackApi(conn, backoff=0.2)
