@@ -163,3 +163,22 @@ def test_preflight_says_which_kubernetes_api_is_unreachable_and_leaves_no_probe(
     assert "config invalid:" in invalid.stderr
     assert "xdmod.kubernetes.startup_timeout: expected a duration" in invalid.stderr
     assert sorted(staging_dir.rglob("*")) == before  # the probe written for the pod is gone
+
+
+def test_hierarchy_history_and_coldfront_checks_on_real_services(mariadb_pair, coldfront_site):
+    from xdmod_usage.preflight import _guard, check_coldfront, check_history_db
+
+    conn = mariadb_pair["scratch"].connect()
+    conn.cursor().execute("CREATE DATABASE IF NOT EXISTS xu_preflight_history")
+    conn.select_db("xu_preflight_history")
+    (ok,) = _guard("history", lambda: check_history_db(conn, "h"))
+    assert ok.ok is True and "database xu_preflight_history: tables ready and writable, 0 current rows" in ok.detail
+    conn.select_db("mysql")
+    conn.cursor().execute("DROP DATABASE xu_preflight_history")
+    unnamed = mariadb_pair["scratch"].connect()  # no database in the connection
+    (bad,) = _guard("history", lambda: check_history_db(unnamed, "h"))
+    assert bad.ok is False and "names no database" in bad.detail
+    (staff,) = _guard("cf", lambda: check_coldfront(coldfront_site.api(), "cf"))
+    assert staff.ok is True and f"{len(coldfront_site.seed['projects'])} projects" in staff.detail
+    (member,) = _guard("cf", lambda: check_coldfront(coldfront_site.api(token=coldfront_site.member_token), "cf"))
+    assert member.ok is False and "must be staff or superuser" in member.detail

@@ -161,9 +161,67 @@ def run_checks(site: SiteConfig, *, with_pool: bool) -> list[Check]:
     checks += _guard("xdmod resources.json", lambda: check_resources_json(site))
     if site.backup is not None:
         checks += check_backup(site)
+    if site.hierarchy is not None:
+        checks += check_hierarchy(site)
     if with_pool:
         for pool in sorted({site.xdmod_for(r).pool for r in site.resources}):
             checks += _guard(f"pool {pool}", lambda p=pool: judge_pool(read_pool(p), p))
+    return checks
+
+
+def check_history_db(conn: Any, conn_id: str) -> Check:
+    """The hierarchy history's database: the tables can be created and written (a row written and rolled back)."""
+    from .hierarchy_history import apply_schema
+
+    cursor = conn.cursor()
+    cursor.execute("SELECT DATABASE()")
+    (database,) = cursor.fetchone()
+    if not database:
+        return Check(f"hierarchy history {conn_id}", False, "the connection names no database (set its schema)")
+    apply_schema(conn)
+    cursor.execute("START TRANSACTION")
+    cursor.execute("INSERT INTO hierarchy_history (csv_file, entry_key, fields, source, valid_from) "
+                   "VALUES ('preflight', 'probe', '[]', 'preflight', UTC_TIMESTAMP(6))")  # fmt: skip
+    cursor.execute("ROLLBACK")
+    cursor.execute("SELECT COUNT(*) FROM hierarchy_history WHERE valid_to IS NULL")
+    return Check(f"hierarchy history {conn_id}", True, f"database {database}: tables ready and writable, "
+                 f"{cursor.fetchone()[0]} current rows")  # fmt: skip
+
+
+def check_coldfront(api: Any, label: str) -> Check:
+    """The token is accepted and its account may read user names (staff): an ordinary account is answered
+    an empty project list, so a missing staff flag would look like an empty ColdFront."""
+    answer = api.fetch_all()
+    return Check(label, True, f"{len(answer['projects'])} projects, {len(answer['allocations'])} allocations, "
+                 f"{len(answer['users'])} users readable")  # fmt: skip
+
+
+def check_mapping_file(path: str, label: str) -> Check:
+    from .hierarchy_sources import read_mapping_file
+
+    result = read_mapping_file(path)
+    return Check(label, True, f"{len(result.attributions)} attributions, {len(result.skipped)} skipped")
+
+
+def check_hierarchy(site: SiteConfig) -> list[Check]:
+    from .config import ColdFrontHierarchySource, FileHierarchySource
+    from .hierarchy_tasks import coldfront_api, history_connection
+
+    assert site.hierarchy is not None
+    conn_id = site.hierarchy.db_conn_id
+
+    def history() -> Check:
+        with history_connection(site) as conn:
+            return check_history_db(conn, conn_id)
+
+    checks = _guard(f"hierarchy history {conn_id}", history)
+    for source in site.hierarchy.sources:
+        if isinstance(source, ColdFrontHierarchySource):
+            label = f"hierarchy coldfront {source.conn_id}"
+            checks += _guard(label, lambda s=source, n=label: check_coldfront(coldfront_api(s), n))
+        elif isinstance(source, FileHierarchySource):
+            label = f"hierarchy file {source.path}"
+            checks += _guard(label, lambda s=source, n=label: check_mapping_file(s.path, n))
     return checks
 
 
