@@ -101,3 +101,12 @@ def test_the_files_read_back_with_xdmods_csv_rules():
 def test_what_xdmods_importer_would_misread_is_refused(snapshot, message):
     with pytest.raises(HierarchyError, match=message):
         validate(snapshot)
+
+
+def test_an_organization_is_named_by_the_first_source_that_knows_its_name():
+    # "alpha" (Keystone: an organization key, no name) sorts first; the mapping file names the organization.
+    attributions = [Attribution("file", "zeta", "zsmith", "eng", "College of Engineering"),
+                    Attribution("openstack:cloud", "alpha", "zsmith", "eng")]  # fmt: skip
+    snapshot, report = build_snapshot(attributions, PEOPLE, config())
+    assert ("eng", "College of Engineering", "") in rows(snapshot, "hierarchy")
+    assert not [c for c in report.conflicts if c.get("unit") == "eng"]

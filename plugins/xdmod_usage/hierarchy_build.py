@@ -56,7 +56,7 @@ class BuildReport:
 
 
 Snapshot = dict[str, list[tuple[Row, str]]]
-FIELDS = ("pi", "organization", "organization_name", "title")
+FIELDS = ("pi", "organization", "title")  # organization names are chosen per organization (build_snapshot)
 
 
 def merge(attributions: Iterable[Attribution], report: BuildReport) -> dict[str, dict[str, Any]]:
@@ -94,7 +94,13 @@ def build_snapshot(
     levels) is quarantined with the reason: its jobs stay on XDMoD's Unknown unit until it is fixed.
     """
     report = BuildReport()
+    attributions = list(attributions)
     projects = merge(attributions, report)
+    # An organization's name: the first source (in priority order) that knows one, whichever project said it.
+    org_names: dict[str, str] = {}
+    for item in attributions:
+        if item.organization and item.organization_name:
+            org_names.setdefault(item.organization, item.organization_name)
     names: dict[str, tuple[Row, str]] = {}
     for person in people:  # first source wins, as for projects
         names.setdefault(person.username, ((person.username, person.first, person.last), person.source))
@@ -111,7 +117,7 @@ def build_snapshot(
         organization = facts["organization"] or config.default_organization
         default_name = config.default_organization_name if organization == config.default_organization else None
         labels = {
-            "organization": (organization, facts["organization_name"] or default_name or organization),
+            "organization": (organization, org_names.get(organization) or default_name or organization),
             "pi": (pi or "", _display_name(pi or "", names)),
             "project": (project, facts["title"] or project),
         }

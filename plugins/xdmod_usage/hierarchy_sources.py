@@ -209,7 +209,7 @@ def read_openshift(answers: dict[str, Any], source: OpenShiftHierarchySource, re
         organization = first(meta, source.organization_keys)
         result.attributions.append(Attribution(
             source=result.name, project=owner.project, pi=owner.pi, organization=organization,
-            organization_name=organization, title=first(meta, source.title_keys)))  # fmt: skip
+            title=first(meta, source.title_keys)))  # fmt: skip
     return result
 
 
@@ -239,6 +239,6 @@ def read_openstack(answer: dict[str, Any], source: OpenStackHierarchySource, res
         organization = first(project, source.organization_keys)
         title = (project.get("description") if source.title == "description" else None) or name
         result.attributions.append(Attribution(
-            source=result.name, project=name, pi=pi, organization=organization, organization_name=organization,
-            title=title, cloud_resource=resource.xdmod_resource))  # fmt: skip
+            source=result.name, project=name, pi=pi, organization=organization, title=title,
+            cloud_resource=resource.xdmod_resource))  # fmt: skip
     return result
