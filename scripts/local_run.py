@@ -92,6 +92,8 @@ class LocalSite:
                 },
             },
             "tasks": {"retries": 1, "retry_delay": "1s", "max_retry_delay": "2s", "execution_timeout": "10m"},
+            # Aggregate at once (a site waits for other ingests); no deadline under `dags test` (see below).
+            "aggregation": {"settle_delay": "0s", "lateness_deadline": None},
             "resources": [
                 {
                     "name": CLUSTER,
