@@ -48,6 +48,23 @@ def test_example_config_is_valid():
         (lambda d: d["xdmod"].update(password="x"), "xdmod.password", "unknown key"),
         (lambda d: d["alerts"].append({"type": "slack"}), "alerts[1]", "conn_id"),
         (lambda d: d["resources"].append(dict(d["resources"][0])), "resources[3].name", "duplicate"),
+        (lambda d: d["resources"][1].update(name="hpc1"), "resources[1].name", "duplicate resource name 'hpc1'"),
+        (lambda d: d["hierarchy"].update(group_field="pi"), "hierarchy", "a pi group cannot map to the bottom level"),
+        (lambda d: d["hierarchy"].update(levels=["pi", "organization"]), "hierarchy.levels", "top to bottom"),
+        (
+            lambda d: d["hierarchy"]["sources"][2].update(resource="hpc1"),
+            "hierarchy.sources[2].resource",
+            "no openshift resource named 'hpc1'",
+        ),
+        (lambda d: d["hierarchy"]["sources"][1].update(type="coldfrnt"), "hierarchy.sources[1]", "type"),
+        (
+            lambda d: d["hierarchy"]["sources"][0].update(path="hierarchy.yaml"),
+            "hierarchy.sources[0].file.path",
+            "absolute",
+        ),
+        (lambda d: d["hierarchy"].update(schedule="daily"), "hierarchy.schedule", "not a valid cron"),
+        (lambda d: d["xdmod"].update(version="10.5"), "xdmod.version", "'11.0' or '11.5'"),
+        (lambda d: d["aggregation"].update(settle_delay="soon"), "aggregation.settle_delay", "duration"),
         (
             lambda d: d["resources"][1]["source"]["policies"].append({"effective": "2026-10-01"}),
             "policies",
