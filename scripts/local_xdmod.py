@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -94,6 +95,12 @@ def run_hierarchy(site: LocalSite) -> Path:
                 {**_coldfront_env(site), **_history_env(site)})  # fmt: skip
 
 
+def _message(line: str) -> str:
+    """The message of an Airflow log line (without its time, level and logger)."""
+    match = re.search(r"\] (.*?)(?: \[[\w.]+\] loc=.*)?$", line)
+    return (match.group(1) if match else line).strip()
+
+
 def _dry_run_lines(log: Path) -> list[str]:
     return [line.split("DRY RUN", 1)[1].split(" [xdmod_usage")[0].strip() for line in log.read_text().splitlines()
             if "DRY RUN would run argv" in line]  # fmt: skip
@@ -132,8 +139,7 @@ def print_aggregation_summary(logs: dict[str, Path]) -> None:
     print("\n=== Aggregation (asset-driven, one XDMoD run for the realm's pending ingests) ===")
     for dag_id, log in logs.items():
         text = log.read_text()
-        plan = [line.split("INFO - ", 1)[-1].split(" [xdmod_usage")[0] for line in text.splitlines()
-                if "aggregation plan for" in line or "  ingest " in line]  # fmt: skip
+        plan = [_message(line) for line in text.splitlines() if "aggregation plan for" in line or "  ingest " in line]
         print(f"  {dag_id}:")
         for line in plan + _dry_run_lines(log):
             print(f"    {line.strip()}")
@@ -154,6 +160,6 @@ def print_reload_summary(log: Path) -> None:
     print(f"\n=== Corrections by reload (xdmod_reload, resource {CLUSTER}) ===")
     for line in log.read_text().splitlines():
         if "reload plan" in line or f"  {CLUSTER} (" in line or "changed by the rebuild" in line:
-            print("  " + line.split("INFO - ", 1)[-1].split(" [xdmod_usage")[0].strip())
+            print("  " + _message(line))
     for line in _dry_run_lines(log):
         print(f"    {line}")
