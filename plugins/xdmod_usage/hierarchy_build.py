@@ -126,11 +126,11 @@ def build_snapshot(
             abbrev, description = labels[level]
             rows.append((level, (abbrev, description, parent)))
             parent = abbrev
-        levels_of = {abbrev: level for abbrev, (_row, _source, level) in units.items()}
-        clash = None
+        clash, mine = None, {}
         for level, row in rows:
-            if levels_of.setdefault(row[0], level) != level:
-                clash = f"{row[0]!r} is a {levels_of[row[0]]} and a {level}"
+            known = units[row[0]][2] if row[0] in units else mine.setdefault(row[0], level)
+            if known != level:
+                clash = f"{row[0]!r} is a {known} and a {level}"
                 break
         if clash:
             report.quarantined.append({"project": project, "source": source, "reason": f"unit name clash: {clash}"})
