@@ -83,14 +83,20 @@ def test_every_task_alerts_and_every_dag_has_a_lateness_deadline():
         "xdmod_usage_preflight",
         "xdmod_backup",
         "xdmod_restore",
+        "xdmod_aggregate_jobs",
+        "xdmod_aggregate_cloud",
+        "xdmod_hierarchy",
+        "xdmod_reload",
     }
     for dag in bag.dags.values():
         for task in dag.tasks:
             (callback,) = task.on_failure_callback
             assert type(callback).__name__ == "UsageFailureNotifier"
             assert callback.routes == [{"type": "email", "to": ["hpc-accounting@example.edu"]}]
-    for dag in [bag.dags["usage_slurm_hpc1"], bag.dags["xdmod_backup"]]:
-        assert dag.deadline and dag.deadline[0].interval == dt.timedelta(hours=12)
+    deadlines = {"usage_slurm_hpc1": 12, "xdmod_backup": 12, "xdmod_hierarchy": 12, "xdmod_aggregate_jobs": 6}
+    for dag_id, hours in deadlines.items():
+        dag = bag.dags[dag_id]
+        assert dag.deadline and dag.deadline[0].interval == dt.timedelta(hours=hours)
         for task in dag.tasks:
             (callback,) = task.on_failure_callback
             assert type(callback).__name__ == "UsageFailureNotifier"

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from scripts.local_run import CLUSTER, DAY, LocalSite
 
+from xdmod_usage.staging import staged_part
+
 pytestmark = pytest.mark.slurm
 
 CONN_ID = "slurm_login"
@@ -63,7 +65,7 @@ def test_sacct_over_ssh_stages_the_same_bytes_as_local_sacct(slurm_site, sshd, t
     assert status == 0, log.read_text()[-4000:]
     assert sshd.logins() == logins_before + 1  # one SSH session: the pull really went through sshd
 
-    manifest, local_manifest = remote.manifest(DAY), local.manifest(DAY)
+    manifest, local_manifest = staged_part(remote.manifest(DAY)), staged_part(local.manifest(DAY))
     assert manifest["source"].pop("ssh_conn_id") == CONN_ID
     assert local_manifest["source"].pop("ssh_conn_id") is None
     assert manifest["counts"]["staged"] > 0

@@ -17,14 +17,18 @@ import pytest
 from scripts.local_run import CLUSTER, DAY, NEXT_DAY, LocalSite
 
 from xdmod_usage.sacct import SacctError, run_local, sacct_argv, sacct_env
+from xdmod_usage.staging import staged_part
 from xdmod_usage.window import UsageWindow
 
 pytestmark = pytest.mark.slurm
 
 
 def snapshot(site: LocalSite, day: dt.date) -> dict[str, bytes]:
+    """Every staged file's bytes; the manifest without the notes of the runs that ingested and reconciled it."""
     root = site.staging_root / CLUSTER / day.isoformat()
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files["manifest.json"] = json.dumps(staged_part(json.loads(files["manifest.json"])), sort_keys=True).encode()
+    return files
 
 
 def staged_rows(site: LocalSite, day: dt.date) -> dict[str, list[str]]:

@@ -30,6 +30,16 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 MANIFEST = "manifest.json"
+# What happened to a committed version downstream (DayStage.annotate): not part of what was staged, so they
+# name the runs that did it. Everything else in a manifest is a function of the input alone.
+DOWNSTREAM_NOTES = ("xdmod_ingest", "reconciliation")
+
+
+def staged_part(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A manifest without its downstream notes: identical for identical input, whoever staged it when."""
+    return {key: value for key, value in manifest.items() if key not in DOWNSTREAM_NOTES}
+
+
 _COPY_CHUNK = 1 << 20
 _UPLOAD_PART = 8 << 20
 
@@ -264,8 +274,10 @@ class DayStage:
             gunzip_to(archived, out)
 
     def annotate(self, version: str, key: str, value: Any) -> dict[str, Any]:
-        """Record what happened to a committed version downstream (ingested, reconciled) in its manifest,
-        atomically. Refuses when the day was restaged since: the note would describe other files."""
+        """Record what happened to a committed version downstream (ingested, reconciled: DOWNSTREAM_NOTES) in
+        its manifest, atomically. Refuses when the day was restaged since: the note would describe other files."""
+        if key not in DOWNSTREAM_NOTES:
+            raise ValueError(f"{key!r} is not a downstream note ({', '.join(DOWNSTREAM_NOTES)})")
         manifest = self.read_manifest()
         if manifest is None or manifest.get("version") != version:
             found = None if manifest is None else manifest.get("version")
