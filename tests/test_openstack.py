@@ -372,3 +372,29 @@ def test_preflight_checks_the_account_microversion_and_admin_role(openstack_site
             "project_name": "alpha", "user_domain_name": "Default", "project_domain_name": "Default"}  # fmt: skip
     (member,) = _guard("cloud source", lambda: check_openstack_source(resource, OpenStackApi(connect(auth=auth))))
     assert member.ok is False and "admin role" in member.detail  # a project member cannot read usage
+
+
+def test_a_server_deleted_before_the_day_is_no_part_of_it_when_nova_touches_its_record(openstack_site, staged):
+    """Nova's periodic cleanup updates long-deleted servers (seen on this stack ~10 min after the workload), so a
+    live rerun lists them as changed in the window: the day's archive (recorded from the real cloud) plus the
+    record of 'gone-before' (deleted the evening before, as Nova listed it then) with `updated` moved past the
+    window, as the cleanup moves it."""
+    import gzip
+
+    from xdmod_usage.openstack_events import build_day
+
+    store, _results = staged
+    day_before, day = openstack_site.day - dt.timedelta(days=1), openstack_site.day
+    manifest, files = day_files(store, day)
+    archive = json.loads(gzip.decompress(files[RAW_NAME]))
+    previous = json.loads(day_files(store, day_before)[1][STATE_NAME])
+    gone = openstack_site.truth["servers"]["gone-before"]
+    earlier = json.loads(gzip.decompress(day_files(store, day_before)[1][RAW_NAME]))
+    (record,) = [s for s in earlier["compute"]["servers_changed"] if s["id"] == gone]
+    assert record["OS-SRV-USG:terminated_at"] and gone not in previous["instances"]
+    touched = {**record, "updated": f"{day + dt.timedelta(days=2)}T00:08:26Z"}
+    archive["compute"]["servers_changed"].append(touched)
+    built = build_day(archive, previous)
+    assert gone not in built.end_state["instances"]
+    assert not [event for event in built.events if event["instance_id"] == gone]
+    assert len(built.events) == manifest["counts"]["staged"]  # the rest of the day is as staged

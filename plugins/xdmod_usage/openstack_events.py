@@ -249,6 +249,11 @@ class _InstanceBuilder:
         created = parse_time(server.get("created"))
         if any(action["action"] == "create" for _m, action, _t in ok) or (created and created >= self.start):
             return False, False, "absent"
+        # Nova lists a server as changed when its record is touched, and its periodic cleanup touches deleted
+        # servers long after the delete: one terminated before the window took no part in it.
+        terminated = parse_time(server.get("OS-SRV-USG:terminated_at"))
+        if terminated is not None and terminated < self.start:
+            return False, False, "deleted"
         implied = self._implied_running(server, ok)
         before = self.previous.get(sid)
         if before is not None:
