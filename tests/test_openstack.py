@@ -398,3 +398,4 @@ def test_a_server_deleted_before_the_day_is_no_part_of_it_when_nova_touches_its_
     assert gone not in built.end_state["instances"]
     assert not [event for event in built.events if event["instance_id"] == gone]
     assert len(built.events) == manifest["counts"]["staged"]  # the rest of the day is as staged
+    assert built.counts.as_counts()["read"] == manifest["counts"]["read"]  # and counted as the first run did

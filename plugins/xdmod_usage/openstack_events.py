@@ -249,11 +249,6 @@ class _InstanceBuilder:
         created = parse_time(server.get("created"))
         if any(action["action"] == "create" for _m, action, _t in ok) or (created and created >= self.start):
             return False, False, "absent"
-        # Nova lists a server as changed when its record is touched, and its periodic cleanup touches deleted
-        # servers long after the delete: one terminated before the window took no part in it.
-        terminated = parse_time(server.get("OS-SRV-USG:terminated_at"))
-        if terminated is not None and terminated < self.start:
-            return False, False, "deleted"
         implied = self._implied_running(server, ok)
         before = self.previous.get(sid)
         if before is not None:
@@ -478,7 +473,12 @@ def compute_events(archive: dict[str, Any], previous: dict[str, Any] | None, zer
     """Nova's part of the day: instance events and heartbeats, quarantine, instance end states."""
     compute = archive["compute"]
     builder = _InstanceBuilder(archive, previous, zero_vcpus, counts)
-    servers = compute["servers_changed"] + compute["servers_steady"]
+    start = parse_time(archive["window"]["start"])
+    # Nova lists a server as changed when its record is touched, and its periodic cleanup touches deleted
+    # servers long after the delete: one terminated before the window took no part in it (and a rerun after
+    # the cleanup must stage, and count, what the first run did).
+    servers = [server for server in compute["servers_changed"] + compute["servers_steady"]
+               if (parse_time(server.get("OS-SRV-USG:terminated_at")) or start) >= start]  # fmt: skip
     counts.servers = len(servers)
     events: list[dict[str, Any]] = []
     quarantine: list[dict[str, Any]] = []
