@@ -68,7 +68,7 @@ def aggregate_realm(
     site: SiteConfig, realm: Realm, context: dict[str, Any], ingest_assets: list[Any], aggregated_asset: Any
 ) -> dict[str, Any]:
     """Aggregate ``realm`` once for every ingest not yet covered, from the earliest of their timestamps."""
-    from .airflow_tasks import run_xdmod_command, site_target
+    from .airflow_tasks import run_xdmod_command, site_target, xdmod_dry_run
 
     inlet_events = context["inlet_events"]
     previous = list(inlet_events[aggregated_asset].ascending(False).limit(HISTORY_LIMIT))
@@ -84,7 +84,7 @@ def aggregate_realm(
     else:
         since = listed_at - FIRST_LOOKBACK
     listed = [event for asset in ingest_assets for event in _events_of(inlet_events[asset].after(since.isoformat()))]
-    dry_run = bool((context.get("params") or {}).get("dry_run")) or site.xdmod.runner == "dry_run"
+    dry_run = xdmod_dry_run(site.xdmod, context)
     chosen = plan([*triggered, *listed], previous_extra, dry_run)
     log.info("aggregation plan for %s: %d ingest(s) to aggregate, %d already covered, from %s",
              realm, len(chosen.aggregate), chosen.already_covered, chosen.last_modified_start)  # fmt: skip

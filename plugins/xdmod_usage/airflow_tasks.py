@@ -340,6 +340,12 @@ def _run_over_ssh(target: XdmodTarget, command: Any, context: dict[str, Any]) ->
         raise AirflowFailException(str(exc)) from None
 
 
+def xdmod_dry_run(xdmod: XdmodConfig, context: dict[str, Any]) -> bool:
+    """Whether XDMoD commands of this run are only shown: the run's ``dry_run`` Param or ``runner: dry_run``.
+    The steps after them (reconcile, aggregate) ask the same, since XDMoD then changed nothing."""
+    return bool((context.get("params") or {}).get("dry_run")) or xdmod.runner == "dry_run"
+
+
 def run_xdmod(target: XdmodTarget, context: dict[str, Any], build: Callable[[str], Any]) -> dict[str, Any]:
     """Build one XDMoD command (given the XDMoD side's input directory) and run it."""
     return run_xdmod_command(target, context, build(target.xdmod.input_dir))
@@ -356,7 +362,6 @@ def run_xdmod_command(
     from .runners import DryRunRunner, KubernetesRunner
 
     xdmod = target.xdmod
-    requested = dry_run or bool((context.get("params") or {}).get("dry_run"))
     build_pod = None
     if xdmod.kubernetes is not None:
         from .kubernetes_runner import xdmod_pod_operator
@@ -375,8 +380,9 @@ def run_xdmod_command(
             )
 
     started = time.monotonic()
-    if requested or xdmod.runner == "dry_run":
-        log.info("runner: dry run (%s)", "dry_run param" if requested else "config xdmod.runner=dry_run")
+    if dry_run or xdmod_dry_run(xdmod, context):
+        why = "config xdmod.runner=dry_run" if xdmod.runner == "dry_run" else "dry_run param"
+        log.info("runner: dry run (%s)", why)
         result = DryRunRunner(xdmod.input_dir, build_pod).run(command)
     elif xdmod.runner == "kubernetes":
         from .runners import XdmodCommandError

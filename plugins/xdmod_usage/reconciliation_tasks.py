@@ -34,7 +34,7 @@ def _expected(stage: Any, manifest: dict[str, Any], realm: str, window: Any) -> 
 
 def reconcile_day(site: SiteConfig, resource: Resource, context: dict[str, Any], staged: dict[str, Any]) -> dict:
     """Compare XDMoD's rows for the resource-day with the independent expectation; fail on a mismatch."""
-    from .airflow_tasks import staging_store, window_from_context
+    from .airflow_tasks import staging_store, window_from_context, xdmod_dry_run
     from .staging import DayStage, StagingError
 
     window = window_from_context(context)
@@ -48,7 +48,7 @@ def reconcile_day(site: SiteConfig, resource: Resource, context: dict[str, Any],
     xdmod = site.xdmod_for(resource)
     dag_run = context.get("dag_run")
     run_id = getattr(dag_run, "run_id", None)
-    if bool((context.get("params") or {}).get("dry_run")) or xdmod.runner == "dry_run":
+    if xdmod_dry_run(xdmod, context):
         note = {"status": "not_checked", "reason": "dry run: XDMoD ingested nothing", "expected": expected.rows,
                 "writer_claim": claim, "not_held": expected.not_held, "run_id": run_id}  # fmt: skip
         log.info("DRY RUN reconciliation of %s %s: XDMoD should hold %d %s rows (our writer claims %s); "

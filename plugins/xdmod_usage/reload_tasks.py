@@ -26,7 +26,9 @@ def _params(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def _xdmod_dry(site: SiteConfig, resource: Resource, context: dict[str, Any]) -> bool:
-    return bool(_params(context).get("dry_run")) or site.xdmod_for(resource).runner == "dry_run"
+    from .airflow_tasks import xdmod_dry_run
+
+    return xdmod_dry_run(site.xdmod_for(resource), context)
 
 
 def _rows_before_start(site: SiteConfig, resources: list[Resource]) -> dict[str, int]:
