@@ -283,6 +283,18 @@ def sql_text(name: str) -> str:
     return (SQL_DIR / name).read_text(encoding="utf-8")
 
 
+@contextmanager
+def mysql_connection(conn_id: str) -> Iterator[Any]:
+    """A MySQLdb connection from an Airflow MySQL connection (its schema selected), closed after the block."""
+    from airflow.providers.mysql.hooks.mysql import MySqlHook
+
+    conn = MySqlHook(mysql_conn_id=conn_id).get_conn()
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 def xdmod_db_timestamp(site: SiteConfig, resource: Resource) -> str:
     """NOW() on XDMoD's database server, taken before the shred (see xdmod-inputs)."""
     from airflow.providers.mysql.hooks.mysql import MySqlHook

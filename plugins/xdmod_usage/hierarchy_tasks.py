@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -28,17 +27,12 @@ from .hierarchy_sources import SourceResult
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def history_connection(site: SiteConfig) -> Iterator[Any]:
+def history_connection(site: SiteConfig) -> contextlib.AbstractContextManager[Any]:
     """A MySQLdb connection to the history database (the connection's schema)."""
-    from airflow.providers.mysql.hooks.mysql import MySqlHook
+    from .airflow_tasks import mysql_connection
 
     assert site.hierarchy is not None
-    conn = MySqlHook(mysql_conn_id=site.hierarchy.db_conn_id).get_conn()
-    try:
-        yield conn
-    finally:
-        conn.close()
+    return mysql_connection(site.hierarchy.db_conn_id)
 
 
 def coldfront_api(source: ColdFrontHierarchySource) -> Any:

@@ -57,15 +57,11 @@ def reconcile_day(site: SiteConfig, resource: Resource, context: dict[str, Any],
         stage.annotate(staged["version"], "reconciliation", note)
         return note
 
-    from airflow.providers.mysql.hooks.mysql import MySqlHook
-
+    from .airflow_tasks import mysql_connection
     from .reconciliation import reconcile
 
-    conn = MySqlHook(mysql_conn_id=xdmod.db_conn_id).get_conn()
-    try:
+    with mysql_connection(xdmod.db_conn_id) as conn:
         result = reconcile(conn.cursor(), realm, resource.xdmod_resource, window.start, window.end, expected, claim)
-    finally:
-        conn.close()
     note = {**result.as_dict(), "status": "ok" if result.ok else "mismatch", "run_id": run_id}
     try:
         stage.annotate(staged["version"], "reconciliation", note)

@@ -33,19 +33,15 @@ def _xdmod_dry(site: SiteConfig, resource: Resource, context: dict[str, Any]) ->
 
 def _rows_before_start(site: SiteConfig, resources: list[Resource]) -> dict[str, int]:
     """Jobs XDMoD holds for each resource that ended before its start_date: no archive of ours has them."""
-    from airflow.providers.mysql.hooks.mysql import MySqlHook
-
+    from .airflow_tasks import mysql_connection
     from .reconciliation import count_held
 
     found = {}
     for resource in resources:
-        conn = MySqlHook(mysql_conn_id=site.xdmod_for(resource).db_conn_id).get_conn()
-        try:
-            start = dt.datetime.combine(resource.start_date, dt.time(0), tzinfo=dt.UTC)
+        start = dt.datetime.combine(resource.start_date, dt.time(0), tzinfo=dt.UTC)
+        with mysql_connection(site.xdmod_for(resource).db_conn_id) as conn:
             found[resource.name] = count_held(conn.cursor(), "job", resource.xdmod_resource,
                                               dt.datetime(1970, 1, 1, tzinfo=dt.UTC), start)  # fmt: skip
-        finally:
-            conn.close()
     return found
 
 
@@ -228,12 +224,8 @@ def reconcile(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any
 
 
 def _held_by_day(site: SiteConfig, resource: Resource, first: dt.date, last: dt.date) -> dict[dt.date, int]:
-    from airflow.providers.mysql.hooks.mysql import MySqlHook
-
+    from .airflow_tasks import mysql_connection
     from .reconciliation import count_held_by_day
 
-    conn = MySqlHook(mysql_conn_id=site.xdmod_for(resource).db_conn_id).get_conn()
-    try:
+    with mysql_connection(site.xdmod_for(resource).db_conn_id) as conn:
         return count_held_by_day(conn.cursor(), "job", resource.xdmod_resource, first, last)
-    finally:
-        conn.close()
