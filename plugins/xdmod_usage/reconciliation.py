@@ -174,6 +174,18 @@ def reconcile(
     return Reconciliation(realm, xdmod_resource, day, expected.rows, held, writer_claim, dict(expected.not_held))
 
 
+def checked_note(result: Reconciliation, run_id: str | None, ok: bool | None = None) -> dict[str, Any]:
+    """What a day's manifest records of a reconciliation (``ok``: the caller's verdict, default ``result.ok``)."""
+    passed = result.ok if ok is None else ok
+    return {**result.as_dict(), "status": "ok" if passed else "mismatch", "run_id": run_id}
+
+
+def unchecked_note(expected: Expected, writer_claim: int | None, run_id: str | None) -> dict[str, Any]:
+    """What a day's manifest records when XDMoD ingested nothing (a dry run): what it should hold."""
+    return {"status": "not_checked", "reason": "dry run: XDMoD ingested nothing", "expected": expected.rows,
+            "writer_claim": writer_claim, "not_held": dict(expected.not_held), "run_id": run_id}  # fmt: skip
+
+
 def apply_schema_subset(cursor: Any, *, modw: str = "modw", modw_cloud: str = "modw_cloud") -> None:
     """Create the stand-in XDMoD tables (include/sql/xdmod_schema_subset.sql) for tests and the demo."""
     for statement in _sql(SCHEMA_SUBSET_SQL.name, modw, modw_cloud).split(";"):

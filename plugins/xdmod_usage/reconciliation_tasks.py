@@ -49,8 +49,9 @@ def reconcile_day(site: SiteConfig, resource: Resource, context: dict[str, Any],
     dag_run = context.get("dag_run")
     run_id = getattr(dag_run, "run_id", None)
     if xdmod_dry_run(xdmod, context):
-        note = {"status": "not_checked", "reason": "dry run: XDMoD ingested nothing", "expected": expected.rows,
-                "writer_claim": claim, "not_held": expected.not_held, "run_id": run_id}  # fmt: skip
+        from .reconciliation import unchecked_note
+
+        note = unchecked_note(expected, claim, run_id)
         log.info("DRY RUN reconciliation of %s %s: XDMoD should hold %d %s rows (our writer claims %s); "
                  "include/sql/reconcile_%s.sql would count them on connection %r", resource.xdmod_resource,
                  window.day, expected.rows, realm, claim, realm, xdmod.db_conn_id)  # fmt: skip
@@ -58,11 +59,11 @@ def reconcile_day(site: SiteConfig, resource: Resource, context: dict[str, Any],
         return note
 
     from .airflow_tasks import mysql_connection
-    from .reconciliation import reconcile
+    from .reconciliation import checked_note, reconcile
 
     with mysql_connection(xdmod.db_conn_id) as conn:
         result = reconcile(conn.cursor(), realm, resource.xdmod_resource, window.start, window.end, expected, claim)
-    note = {**result.as_dict(), "status": "ok" if result.ok else "mismatch", "run_id": run_id}
+    note = checked_note(result, run_id)
     try:
         stage.annotate(staged["version"], "reconciliation", note)
     except StagingError as exc:

@@ -181,6 +181,7 @@ def _alias() -> Any:
 def reconcile(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any]) -> dict[str, Any]:
     """Per day: XDMoD's rows against XDMoD's rules applied to the staged file; a mismatch fails, naming days."""
     from .airflow_tasks import staging_store
+    from .reconciliation import Reconciliation, checked_note, unchecked_note
     from .reload import scope
     from .staging import DayStage
     from .window import UsageWindow
@@ -206,15 +207,15 @@ def reconcile(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any
             with stage.open_entry({"path": item.path}) as handle:
                 expected = expected_job_rows(handle, window.start, window.end)
             if dry:
-                note = {"status": "not_checked", "reason": "dry run: XDMoD ingested nothing",
-                        "expected": expected.rows, "writer_claim": item.xdmod_rows, "run_id": run_id}  # fmt: skip
+                note = unchecked_note(expected, item.xdmod_rows, run_id)
             else:
-                found = held.get(day, 0)
-                ok = found == expected.rows == item.xdmod_rows
-                note = {"status": "ok" if ok else "mismatch", "expected": expected.rows, "held": found,
-                        "writer_claim": item.xdmod_rows, "run_id": run_id}  # fmt: skip
+                result = Reconciliation("job", resource.xdmod_resource, item.day, expected.rows, held.get(day, 0),
+                                        item.xdmod_rows, dict(expected.not_held))  # fmt: skip
+                # Every day was just rebuilt by today's writer: its count must agree with XDMoD's rules too.
+                ok = result.ok and result.writer_agrees
+                note = checked_note(result, run_id, ok)
                 if not ok:
-                    mismatches.append(f"{resource.name} {item.day}: XDMoD holds {found}, expected {expected.rows}")
+                    mismatches.append(result.message())
                 checked += 1
             stage.annotate(item.version, "reconciliation", note)
     if mismatches:
