@@ -45,3 +45,16 @@ def test_a_dry_run_never_marks_real_ingests_as_aggregated():
 def test_events_not_written_by_an_ingest_task_are_ignored():
     assert IngestEvent.from_event({}, T0) is None
     assert IngestEvent.from_event({"ingest_id": "x", "resource": "r", "day": "d", "last_modified_start": "t"}, T0)
+
+
+def test_what_an_ingest_task_writes_the_aggregation_reads_back():
+    from xdmod_usage.aggregation import ingest_extra, ingest_note
+    from xdmod_usage.config import Resource
+
+    resource = Resource.model_validate({"name": "hpc1", "kind": "slurm", "xdmod_resource": "hpc1",
+                                        "start_date": "2026-11-01", "source": {"cluster": "hpc1"}})  # fmt: skip
+    extra = ingest_extra("usage_slurm_hpc1/r1/1", resource, "2026-11-20", "2026-11-21 00:31:07", False, reload=True)
+    parsed = IngestEvent.from_event(extra, T0)
+    assert parsed == IngestEvent("usage_slurm_hpc1/r1/1", "hpc1", "2026-11-20", "2026-11-21 00:31:07", False, T0)
+    assert extra["realm"] == "job" and ingest_note(extra, "r1") == {
+        "run_id": "r1", "dry_run": False, "last_modified_start": "2026-11-21 00:31:07", "reload": True}  # fmt: skip

@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .config import Resource
+
 Realm = Literal["job", "cloud"]
 REALM_OF_KIND: dict[str, Realm] = {"slurm": "job", "openshift": "job", "openstack": "cloud"}
 REALM_DAG_NAME = {"job": "jobs", "cloud": "cloud"}
@@ -32,6 +34,20 @@ def ingest_asset_name(realm: Realm, resource: str) -> str:
 def aggregated_asset_name(realm: Realm) -> str:
     """The asset an aggregation updates: its events say which ingests it covered."""
     return f"xdmod-aggregated.{realm}"
+
+
+def ingest_extra(ingest_id: str, resource: Resource, day: str, last_modified_start: str, dry_run: bool,
+                 **more: Any) -> dict[str, Any]:  # fmt: skip
+    """What an ingest task attaches to its asset event (read back by IngestEvent.from_event)."""
+    return {"ingest_id": ingest_id, "resource": resource.name, "xdmod_resource": resource.xdmod_resource,
+            "realm": REALM_OF_KIND[resource.kind], "day": day, "last_modified_start": last_modified_start,
+            "dry_run": dry_run, **more}  # fmt: skip
+
+
+def ingest_note(extra: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+    """What the day's manifest records of the ingest (DayStage.annotate "xdmod_ingest")."""
+    note = {"run_id": run_id, "dry_run": extra["dry_run"], "last_modified_start": extra["last_modified_start"]}
+    return {**note, "reload": True} if extra.get("reload") else note
 
 
 @dataclass(frozen=True)

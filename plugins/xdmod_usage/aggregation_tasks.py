@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from .aggregation import HISTORY_LIMIT, REALM_OF_KIND, IngestEvent, Realm, plan
+from .aggregation import HISTORY_LIMIT, IngestEvent, Realm, ingest_extra, ingest_note, plan
 from .config import Resource, SiteConfig
 from .xdmod_commands import aggregate
 
@@ -44,13 +44,11 @@ def record_ingest(
     run_id = getattr(dag_run, "run_id", None)
     ingest_id = f"{resource.dag_id}/{run_id}/{getattr(ti, 'try_number', None)}"
     day = window_from_context(context).day.isoformat()
-    extra = {"ingest_id": ingest_id, "resource": resource.name, "xdmod_resource": resource.xdmod_resource,
-             "realm": REALM_OF_KIND[resource.kind], "day": day, "last_modified_start": last_modified_start,
-             "dry_run": bool(result.get("dry_run"))}  # fmt: skip
+    extra = ingest_extra(ingest_id, resource, day, last_modified_start, bool(result.get("dry_run")))
     context["outlet_events"][asset].extra = extra
     DayStage(staging_store(site, resource), resource.name, day).annotate(
-        staged["version"], "xdmod_ingest", {"run_id": run_id, "dry_run": extra["dry_run"],
-                                            "last_modified_start": last_modified_start})  # fmt: skip
+        staged["version"], "xdmod_ingest", ingest_note(extra, run_id)
+    )
     log.info("ingest event for %s: %s", asset.name, extra)
     return extra
 

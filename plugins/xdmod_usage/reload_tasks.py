@@ -148,7 +148,7 @@ def ingest(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any], 
     aggregates from the pre-delete timestamp); each day's manifest notes the ingest."""
     from airflow.sdk import Asset
 
-    from .aggregation import ingest_asset_name
+    from .aggregation import ingest_asset_name, ingest_extra, ingest_note
     from .airflow_tasks import run_xdmod, staging_store, target_of
     from .reload import scope
     from .staging import DayStage
@@ -160,15 +160,13 @@ def ingest(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any], 
     try_number = getattr(context.get("ti"), "try_number", None)
     for resource in scope(site, name):
         days = _days(restaged, resource)
-        extra = {"ingest_id": f"xdmod_reload/{run_id}/{try_number}/{resource.name}", "resource": resource.name,
-                 "xdmod_resource": resource.xdmod_resource, "realm": "job",
-                 "day": f"{days[0].day}..{days[-1].day}" if days else "", "last_modified_start": timestamp,
-                 "dry_run": result["dry_run"], "reload": True}  # fmt: skip
+        extra = ingest_extra(f"xdmod_reload/{run_id}/{try_number}/{resource.name}", resource,
+                             f"{days[0].day}..{days[-1].day}" if days else "", timestamp, result["dry_run"],
+                             reload=True)  # fmt: skip
         context["outlet_events"][_alias()].add(Asset(name=ingest_asset_name("job", resource.name)), extra=extra)
         store = staging_store(site, resource)
         for item in days:
-            note = {"run_id": run_id, "dry_run": result["dry_run"], "last_modified_start": timestamp, "reload": True}
-            DayStage(store, resource.name, item.day).annotate(item.version, "xdmod_ingest", note)
+            DayStage(store, resource.name, item.day).annotate(item.version, "xdmod_ingest", ingest_note(extra, run_id))
     return result
 
 
