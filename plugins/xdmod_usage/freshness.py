@@ -49,11 +49,16 @@ def check_day(store: Store, resource: str, day: dt.date) -> str | None:
         return f"unreadable {MANIFEST}: {exc}"
     if manifest is None:
         return "no staged day (no manifest)"
+    return check_files(stage, manifest)
+
+
+def check_files(stage: DayStage, manifest: dict) -> str | None:
+    """None if every file the committed manifest lists is there with its recorded size."""
     for name, entry in manifest.get("files", {}).items():
         rel = f"{stage.prefix}/{entry['path']}"
-        if not store.exists(rel):
+        if not stage.store.exists(rel):
             return f"{name} listed in the manifest is missing"
-        size = store.size(rel)
+        size = stage.store.size(rel)
         if size != entry["bytes"]:
             return f"{name} has {size} bytes, the manifest says {entry['bytes']}"
     return None

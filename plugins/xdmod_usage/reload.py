@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import Resource, SiteConfig
-from .freshness import check_day
+from .freshness import check_files
 from .staging import DayStage, Store
 from .window import UsageWindow
 from .xdmod_commands import XdmodCommand, XdmodInput, delete_resource_jobs, shred_slurm_days, truncate_jobs
@@ -83,18 +83,24 @@ def days_of(resource: Resource, today: dt.date) -> list[dt.date]:
     return [resource.start_date + dt.timedelta(days=n) for n in range(max(count, 0))]
 
 
-def check_archive(store: Store, resource: Resource, days: list[dt.date]) -> list[dict[str, str]]:
-    """Every day must be committed whole (manifest, files with their sizes) and hold its raw archive."""
-    problems = []
-    for day in days:
-        problem = check_day(store, resource.name, day)
-        if problem is None:
-            manifest = DayStage(store, resource.name, day.isoformat()).read_manifest() or {}
-            if RAW_NAMES[resource.kind] not in manifest.get("files", {}):
-                problem = f"no raw archive {RAW_NAMES[resource.kind]} to rebuild the day from"
-        if problem:
-            problems.append({"resource": resource.name, "day": day.isoformat(), "problem": problem})
-    return problems
+def _reload_day(stage: DayStage, resource: Resource, day: dt.date, manifest: dict[str, Any]) -> ReloadDay:
+    entry = manifest["files"][manifest["staged_name"]]
+    return ReloadDay(resource.name, day.isoformat(), manifest["staged_name"], entry["path"], stage.url_of(entry),
+                     entry["sha256"], int(manifest["counts"]["xdmod_rows"]), manifest["version"])  # fmt: skip
+
+
+def check_day_whole(store: Store, resource: Resource, day: dt.date) -> tuple[ReloadDay | None, str | None]:
+    """The day as the reload shreds it, or why it cannot be rebuilt: committed whole (manifest, files with
+    their sizes) and holding its raw archive. One manifest read."""
+    stage = DayStage(store, resource.name, day.isoformat())
+    try:
+        manifest = stage.read_manifest()
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable manifest.json: {exc}"
+    problem = "no staged day (no manifest)" if manifest is None else check_files(stage, manifest)
+    if problem is None and RAW_NAMES[resource.kind] not in manifest["files"]:
+        problem = f"no raw archive {RAW_NAMES[resource.kind]} to rebuild the day from"
+    return (None, problem) if problem else (_reload_day(stage, resource, day, manifest), None)
 
 
 def staged_day(store: Store, resource: Resource, day: dt.date) -> ReloadDay:
@@ -102,9 +108,7 @@ def staged_day(store: Store, resource: Resource, day: dt.date) -> ReloadDay:
     manifest = stage.read_manifest()
     if manifest is None:
         raise ReloadRefusedError(f"{stage.manifest_url}: not staged")
-    entry = manifest["files"][manifest["staged_name"]]
-    return ReloadDay(resource.name, day.isoformat(), manifest["staged_name"], entry["path"], stage.url_of(entry),
-                     entry["sha256"], int(manifest["counts"]["xdmod_rows"]), manifest["version"])  # fmt: skip
+    return _reload_day(stage, resource, day, manifest)
 
 
 def replay_day(store: Store, resource: Resource, day: dt.date, *, max_quarantine_share: float,
@@ -119,12 +123,12 @@ def replay_day(store: Store, resource: Resource, day: dt.date, *, max_quarantine
     options = {"max_quarantine_share": max_quarantine_share, "spool_dir": spool_dir}
     if resource.kind == "slurm":
         slurm_day = SlurmDay(resource.name, resource.xdmod_resource, resource.slurm_source().cluster, window)
-        stage_slurm_day(store, slurm_day, None, info, **options)
+        result = stage_slurm_day(store, slurm_day, None, info, **options)
     else:
         info = {key: value for key, value in info.items() if key not in ("type", "policy", "queries")}
-        stage_openshift_day(store, resource.name, resource.xdmod_resource, resource.openshift_source(), window, None,
-                            source_info=info, **options)  # fmt: skip
-    return staged_day(store, resource, day)
+        result = stage_openshift_day(store, resource.name, resource.xdmod_resource, resource.openshift_source(),
+                                     window, None, source_info=info, **options)  # fmt: skip
+    return _reload_day(DayStage(store, resource.name, day.isoformat()), resource, day, result.manifest)
 
 
 def month_subdir(resource: Resource, month: str) -> str:
@@ -155,26 +159,28 @@ def plan(
     Raises ReloadRefusedError (nothing deleted) when any day is incomplete or lacks its raw archive.
     """
     resources = scope(site, resource_name)
+    input_dir = site.xdmod_for(site.resource(resource_name)).input_dir
     problems: list[dict[str, str]] = []
     per_resource: dict[str, Any] = {}
     for resource in resources:
-        days = days_of(resource, today)
+        days, staged = days_of(resource, today), []
         store = store_for(resource)
-        problems += check_archive(store, resource, days)
+        for day in days:
+            item, problem = check_day_whole(store, resource, day)
+            if problem:
+                problems.append({"resource": resource.name, "day": day.isoformat(), "problem": problem})
+            else:
+                staged.append(item)
         first, last = (str(days[0]), str(days[-1])) if days else (None, None)
         per_resource[resource.name] = {"xdmod_resource": resource.xdmod_resource, "first_day": first,
-                                       "last_day": last, "days": len(days)}  # fmt: skip
+                                       "last_day": last, "days": len(days),
+                                       "xdmod_rows": sum(item.xdmod_rows for item in staged),
+                                       "shreds": len(shred_commands(resource, input_dir, staged))}  # fmt: skip
     if problems:
         shown = "; ".join(f"{p['resource']} {p['day']}: {p['problem']}" for p in problems[:20])
         more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
         raise ReloadRefusedError(f"{len(problems)} day(s) cannot be rebuilt, so nothing was deleted: {shown}{more}. "
                                  "Restage or restore those days first (README: Corrections by reload).")  # fmt: skip
-    for resource in resources:
-        store = store_for(resource)
-        days = [staged_day(store, resource, day) for day in days_of(resource, today)]
-        per_resource[resource.name]["xdmod_rows"] = sum(item.xdmod_rows for item in days)
-        input_dir = site.xdmod_for(site.resource(resource_name)).input_dir
-        per_resource[resource.name]["shreds"] = len(shred_commands(resource, input_dir, days))
     delete = list(delete_command(site, resource_name).argv)
     return {"resources": per_resource, "xdmod_version": xdmod_version(site, resource_name), "delete": delete,
             "confirm": confirmation_for(site, resource_name)}  # fmt: skip
