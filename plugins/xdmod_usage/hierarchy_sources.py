@@ -180,8 +180,7 @@ def read_openshift(answers: dict[str, Any], source: OpenShiftHierarchySource, re
                    day: dt.date) -> SourceResult:  # fmt: skip
     """Namespaces attributed exactly as the resource's usage rows are (its policy in force on ``day``,
     its mapping file), so the project names here are the ones XDMoD sees in the rows."""
-    from .openshift_queries import label_name
-    from .openshift_rows import load_mapping, namespace_metadata, owner_of
+    from .openshift_rows import first_value, load_mapping, namespace_metadata, owner_of
 
     settings: OpenShiftSource = resource.openshift_source()
     policy = settings.policy_for(day)
@@ -189,13 +188,6 @@ def read_openshift(answers: dict[str, Any], source: OpenShiftHierarchySource, re
     metadata = namespace_metadata({"answers": {name: {"data": {"result": answers.get(name, [])}}
                                                for name in ("ns_annotations", "ns_labels")}})  # fmt: skip
     result = SourceResult(f"openshift:{resource.name}", raw=answers)
-
-    def first(meta: dict[str, str], keys: list[str]) -> str | None:
-        for key in keys:
-            for prefix in ("annotation", "label"):
-                if meta.get(label_name(prefix, key)):
-                    return meta[label_name(prefix, key)]
-        return None
 
     for namespace in sorted(set(metadata) | set(mapping)):
         if not namespace:
@@ -206,10 +198,10 @@ def read_openshift(answers: dict[str, Any], source: OpenShiftHierarchySource, re
             keys = f"{', '.join(policy.pi_keys)} / {', '.join(policy.project_keys)}"
             result.skipped.append({"project": namespace, "reason": f"no PI/project annotation or label ({keys})"})
             continue
-        organization = first(meta, source.organization_keys)
+        organization = first_value(meta, source.organization_keys)
         result.attributions.append(Attribution(
             source=result.name, project=owner.project, pi=owner.pi, organization=organization,
-            title=first(meta, source.title_keys)))  # fmt: skip
+            title=first_value(meta, source.title_keys)))  # fmt: skip
     return result
 
 

@@ -287,25 +287,26 @@ def namespace_metadata(archive: dict[str, Any]) -> dict[str, dict[str, str]]:
     return merged
 
 
+def first_value(metadata: dict[str, str], keys: list[str]) -> str | None:
+    """The first non-empty value among a namespace's annotations, then labels, for each key in order."""
+    for key in keys:
+        for prefix in ("annotation", "label"):
+            value = metadata.get(label_name(prefix, key))
+            if value:
+                return value
+    return None
+
+
 def owner_of(
     namespace: str, metadata: dict[str, str], mapping: dict[str, dict[str, str]], policy: OpenShiftPolicy
 ) -> Owner:
     if namespace in mapping:
         row = mapping[namespace]
         return Owner(row["pi"], row["project"], row["user"], True)
-
-    def first(keys: list[str]) -> str | None:
-        for key in keys:
-            for prefix in ("annotation", "label"):
-                value = metadata.get(label_name(prefix, key))
-                if value:
-                    return value
-        return None
-
-    pi, project = first(policy.pi_keys), first(policy.project_keys)
+    pi, project = first_value(metadata, policy.pi_keys), first_value(metadata, policy.project_keys)
     attributed = pi is not None and project is not None
     pi = pi or policy.default_pi
-    return Owner(pi, project or policy.default_project, first(policy.user_keys) or pi, attributed)
+    return Owner(pi, project or policy.default_project, first_value(metadata, policy.user_keys) or pi, attributed)
 
 
 def gpu_types(archive: dict[str, Any], product_label: str) -> dict[str, str]:
