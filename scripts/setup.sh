@@ -5,7 +5,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3.11}"
 APT_PACKAGES=(mariadb-server mariadb-client munge slurmctld slurmd slurmdbd slurm-client
-              libmariadb-dev pkg-config faketime libfaketime gawk openssh-server prometheus)
+              libmariadb-dev pkg-config faketime libfaketime gawk openssh-server prometheus
+              chromium chromium-driver docker-compose)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -45,8 +45,8 @@ def s3_store(bucket: str) -> Store:
 
 
 def listing(store: Store) -> dict[str, bytes]:
-    keys = store.fs.find(store.root)
-    return {key: store.fs.cat_file(key) for key in keys}
+    keys = store.fs.find(store.root)  # the coverage index records write times, so it is left out
+    return {key: store.fs.cat_file(key) for key in keys if "/_coverage/" not in key}
 
 
 def test_stage_on_s3_is_deterministic_and_consistent(s3_bucket, tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from xdmod_usage import coverage
 from xdmod_usage.slurm_pipeline import QuarantineLimitError, SlurmDay, stage_slurm_day
 from xdmod_usage.staging import MANIFEST, SourceShrankError, StagingError, Store
 from xdmod_usage.synthetic import synthetic_sacct_lines
@@ -36,6 +37,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def staged_tree(root: Path) -> dict[Path, bytes]:
+    """Every staged file's bytes; the coverage index (_coverage) records write times, so it is left out."""
+    return {
+        p.relative_to(root): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.parts[len(root.parts)] != "_coverage"
+    }
+
+
 def assert_manifest_consistent(root: Path) -> dict:
     manifest = json.loads((day_dir(root) / MANIFEST).read_text())
     for entry in manifest["files"].values():
@@ -49,10 +59,10 @@ def test_rerun_is_byte_identical_and_replaces_atomically(tmp_path):
     lines = list(synthetic_sacct_lines(WINDOW, 3000))
     store = Store.from_path(tmp_path)
     first = stage_slurm_day(store, SLURM_DAY, puller(lines), {"type": "test"}, max_quarantine_share=1.0)
-    snapshot = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    snapshot = staged_tree(tmp_path)
     second = stage_slurm_day(store, SLURM_DAY, puller(lines), {"type": "test"}, max_quarantine_share=1.0)
     assert first.manifest == second.manifest
-    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == snapshot
+    assert staged_tree(tmp_path) == snapshot
     manifest = assert_manifest_consistent(tmp_path)
     counts = manifest["counts"]
     assert counts["read"] == 3000
@@ -133,11 +143,7 @@ def big_source(tmp_path_factory) -> tuple[Path, dict[Path, bytes]]:
     stage_slurm_day(
         Store.from_path(root), SLURM_DAY, puller([source.read_bytes()]), {"type": "t"}, max_quarantine_share=1
     )
-    return source, snapshot(root)
-
-
-def snapshot(root: Path) -> dict[Path, bytes]:
-    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    return source, staged_tree(root)
 
 
 @pytest.mark.parametrize("kill_after", [0.3, 0.8, 1.5, 2.5, 4.0])
@@ -148,7 +154,7 @@ def test_a_kill_mid_write_leaves_the_old_day_or_the_new_day_whole(tmp_path, big_
     spool.mkdir()
     old_lines = list(synthetic_sacct_lines(WINDOW, 1000, seed=1))
     stage_slurm_day(Store.from_path(root), SLURM_DAY, puller(old_lines), {"type": "t"}, max_quarantine_share=1.0)
-    old_day = snapshot(root)
+    old_day = staged_tree(root)
 
     proc = subprocess.Popen(
         [sys.executable, "-c", KILL_CHILD, str(root), str(source), str(Path(__file__).parent.parent / "plugins"),
@@ -163,7 +169,7 @@ def test_a_kill_mid_write_leaves_the_old_day_or_the_new_day_whole(tmp_path, big_
     assert visible in (old_day[manifest_rel], new_day[manifest_rel])
     assert_manifest_consistent(root)
     # Every visible (non-hidden) file is complete: byte-identical to the old or the new day's file.
-    for rel, data in snapshot(root).items():
+    for rel, data in staged_tree(root).items():
         if not rel.name.startswith("."):
             assert data == old_day.get(rel) or data == new_day.get(rel), f"partial file visible: {rel}"
     # A rerun after the kill commits cleanly and leaves no temp files or stray versions behind.
@@ -171,4 +177,7 @@ def test_a_kill_mid_write_leaves_the_old_day_or_the_new_day_whole(tmp_path, big_
         Store.from_path(root), SLURM_DAY, puller(old_lines), {"type": "t"}, allow_fewer_records=True,
         max_quarantine_share=1.0,
     )  # fmt: skip
-    assert snapshot(root) == old_day
+    assert staged_tree(root) == old_day
+    # The coverage index names the version the rerun committed.
+    committed = json.loads((root / manifest_rel).read_bytes())["version"]
+    assert coverage.read(Store.from_path(root), "hpc1")[DAY.isoformat()]["version"] == committed

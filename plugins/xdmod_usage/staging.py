@@ -4,6 +4,7 @@ Layout under the staging root::
 
     <resource>/<YYYY-MM-DD>/manifest.json       the commit point; names the files below
     <resource>/<YYYY-MM-DD>/v-<hash>/<files>     one immutable version of the day
+    _coverage/<resource>/...                     the coverage view's index of the manifests (coverage.py)
 
 Why versions plus a manifest: a day has several files (staged rows, quarantine, raw archive)
 and object stores have no multi-file rename. Files of a new version are written where nobody
@@ -28,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
+
+from . import coverage
 
 MANIFEST = "manifest.json"
 # What happened to a committed version downstream (DayStage.annotate): not part of what was staged, so they
@@ -246,6 +249,7 @@ class DayStage:
 
     def __init__(self, store: Store, resource: str, day: str) -> None:
         self.store = store
+        self.resource, self.day = resource, day
         self.prefix = f"{resource}/{day}"
 
     @property
@@ -290,6 +294,8 @@ class DayStage:
     def _write_manifest(self, body: dict[str, Any]) -> None:
         encoded = (json.dumps(body, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
         self.store.put_bytes(f"{self.prefix}/{MANIFEST}", encoded)
+        if not self.resource.startswith("_"):  # site-wide areas (_hierarchy) are no resource's days
+            coverage.record(self.store, self.resource, self.day, body)
 
     def publish(self, files: list[SpooledFile], manifest: dict[str, Any]) -> dict[str, Any]:
         """Write a new version of the day and commit it; returns the manifest as stored."""
