@@ -8,10 +8,9 @@ cell. Reruns and backfills go through Airflow's own REST API from the browser, w
 own session, so Airflow decides who may start runs.
 
 Airflow mounts a plugin's app without its authentication: every route here depends on the auth
-manager's checks (a valid session or bearer token; DAG read access per resource).
+manager's checks (a valid session or bearer token; DAG read access per resource). No
+``from __future__ import annotations`` here: FastAPI reads the route signatures at definition time.
 """
-
-from __future__ import annotations
 
 import datetime as dt
 import os
@@ -128,11 +127,12 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(request: Request) -> Any:
-        # A browser without a session is sent to Airflow's login, and back here after it.
+        # A browser without a valid session (none: 401; expired or forged: 403) is sent to Airflow's
+        # login, and back here after it.
         try:
             await get_user(request, None, _bearer(request))
         except HTTPException as exc:
-            if exc.status_code != 401:
+            if exc.status_code not in (401, 403):
                 raise
             return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
         return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-store"})
