@@ -175,3 +175,22 @@ def test_index_and_grid_on_s3(s3_bucket):  # noqa: F811 - the fixture
     data = grid(site, lambda resource: store, today=dt.date(2026, 11, 24), days=5)
     assert [c["state"] for c in data["resources"][0]["cells"]] == ["missing", "reconciled", "staged", "mismatch",
                                                                     "staged"]  # fmt: skip
+
+
+def test_rebuild_command_reindexes_every_resource(tmp_path):
+    import subprocess
+    import sys
+
+    store = Store.from_path(tmp_path / "staging")
+    seed(store)
+    store.remove_tree("_coverage")
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE.replace("file:///unused", f"file://{tmp_path / 'staging'}"))
+    proc = subprocess.run([sys.executable, "-m", "xdmod_usage.coverage", "rebuild", "--config", str(site)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["hpc1: 4 days indexed", "hpc2: 0 days indexed"]
+    assert coverage.read(store, "hpc1")["2026-11-22"]["state"] == "mismatch"
+    bad = subprocess.run([sys.executable, "-m", "xdmod_usage.coverage", "rebuild", "--config", str(site),
+                          "--resource", "nope"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode != 0 and "no resource 'nope'" in bad.stderr

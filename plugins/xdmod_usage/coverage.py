@@ -102,9 +102,10 @@ def _encode(body: dict[str, Any]) -> bytes:
 
 def _read_index(store: Store, resource: str) -> dict[str, Any]:
     rel = f"{_prefix(resource)}/index.json"
-    if not store.exists(rel):
+    try:  # one request, not exists() and then a read
+        body = json.loads(store.read_bytes(rel))
+    except FileNotFoundError:
         return {}
-    body = json.loads(store.read_bytes(rel))
     if body.get("format") != FORMAT:
         raise ValueError(f"{store.url(rel)}: not a coverage index ({body.get('format')!r})")
     return body["days"]
@@ -180,3 +181,30 @@ def due_days(start: dt.date, end: dt.date | None, today: dt.date) -> Iterable[dt
     while day <= last:
         yield day
         day += dt.timedelta(days=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m xdmod_usage.coverage rebuild [--resource NAME ...]``: reindex from the manifests."""
+    import argparse
+
+    from .airflow_tasks import staging_store
+    from .config import load_for_command
+
+    parser = argparse.ArgumentParser(prog="python -m xdmod_usage.coverage", description=main.__doc__)
+    parser.add_argument("command", choices=["rebuild"])
+    parser.add_argument("--resource", action="append", help="a resource name (default: every resource)")
+    parser.add_argument("--config", help="site config (default: $XDMOD_USAGE_CONFIG)")
+    args = parser.parse_args(argv)
+    site = load_for_command(args.config)
+    try:
+        resources = [site.resource(name) for name in args.resource] if args.resource else site.resources
+    except KeyError as exc:
+        parser.error(exc.args[0])
+    for resource in resources:
+        count = rebuild(staging_store(site, resource), resource.name)
+        print(f"{resource.name}: {count} days indexed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
