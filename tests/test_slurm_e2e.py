@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from scripts.local_run import CLUSTER, DAY, NEXT_DAY, LocalSite
 
+from xdmod_usage import coverage
 from xdmod_usage.sacct import SacctError, run_local, sacct_argv, sacct_env
-from xdmod_usage.staging import staged_part
+from xdmod_usage.staging import Store, staged_part
 from xdmod_usage.window import UsageWindow
 
 pytestmark = pytest.mark.slurm
@@ -122,6 +123,18 @@ def test_dry_run_logs_the_exact_xdmod_commands(two_days):
     # The configured kubernetes runner is shown as the exact pod of each step (dry_run param).
     assert log.count("DRY RUN pod spec:") == 2
     assert "fetch-staged-files" in log and "namespace: xdmod" in log and "automountServiceAccountToken: false" in log
+
+
+def test_the_dag_run_feeds_the_coverage_index(two_days):
+    """Each manifest write of a real run lands in the coverage index, with the run that made it."""
+    site, _, _ = two_days
+    index = coverage.read(Store.from_path(site.staging_root), CLUSTER)
+    for day in (DAY, NEXT_DAY):
+        entry, manifest = index[day.isoformat()], site.manifest(day)
+        assert entry["version"] == manifest["version"] and entry["staged"] == manifest["counts"]["staged"]
+        assert entry["state"] == "staged" and entry["dry_run"] is True  # XDMoD steps in dry run
+        assert entry["run"]["dag_id"] == f"usage_slurm_{CLUSTER}"
+        assert entry["run"]["run_id"] == manifest["reconciliation"]["run_id"]  # the last write: reconcile's
 
 
 def test_rerun_in_another_worker_time_zone_is_byte_identical(two_days):
