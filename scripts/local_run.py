@@ -455,6 +455,26 @@ def print_backup_summary(site: LocalSite, log: Path) -> None:
             print("  retention: " + line.split("INFO - ", 1)[-1].split(" [xdmod_usage")[0].strip()[-90:])
 
 
+GLYPHS = {"missing": "M", "staged": "s", "ingested": "i", "reconciled": "R", "mismatch": "X"}
+
+
+def print_coverage_summary(site: LocalSite, days: int = 21) -> None:
+    """The coverage view's grid (Airflow UI: Browse -> XDMoD coverage) as text, from the coverage index."""
+    from xdmod_usage.config import load_site_config
+    from xdmod_usage.coverage_view import grid
+    from xdmod_usage.staging import Store
+
+    data = grid(load_site_config(site.config_path), lambda resource: Store.from_path(site.staging_root),
+                dt.datetime.now(dt.UTC).date(), days)  # fmt: skip
+    print(f"\n=== Coverage {data['days'][0]} .. {data['days'][-1]} (the API server's page /xdmod-coverage/) ===")
+    print("  M missing, s staged (XDMoD steps in dry run here), i ingested, R reconciled, X mismatch, . not due;")
+    print("  the demo runs only the days above: the scheduler (catchup) or the page's Backfill runs the missing ones")
+    for row in data["resources"]:
+        cells = "".join(GLYPHS[c["state"]] if c else "." for c in row["cells"])
+        counts = ", ".join(f"{n} {state}" for state, n in row["totals"].items() if n)
+        print(f"  {row['name']:<12} {cells}  {counts}; {row['quarantined_days']} days with quarantined records")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep-running", action="store_true", help="leave the local services running")
@@ -495,6 +515,7 @@ def main() -> int:
         local_xdmod.print_aggregation_summary(local_xdmod.run_aggregations(last))
         local_xdmod.print_reload_summary(local_xdmod.run_reload(last))
         print_backup_summary(last, run_backup(last))
+        print_coverage_summary(last)
     finally:
         if not args.keep_running:
             from scripts import local_xdmod
