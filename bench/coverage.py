@@ -19,11 +19,9 @@ request: a page load makes 2 requests per resource (index GET + pending LIST), 8
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -148,31 +146,6 @@ def measure(label: str, store, root: str, conn_id: str | None, extra_env: dict, 
     return out
 
 
-@contextlib.contextmanager
-def moto_s3():
-    from conftest import free_port
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=2)  # noqa: S310 - loopback only
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit("moto did not start") from None
-            time.sleep(0.2)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resources", type=int, default=20)
@@ -186,7 +159,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="xu-bench-cov-file-") as tmp:
         root = Path(tmp) / "staging"
         results.append(measure("file", Store.from_path(root), f"file://{root}", None, {}, args, today))
-    with moto_s3() as endpoint:
+    from conftest import moto_server
+
+    with moto_server(Path(tempfile.mkdtemp(prefix="xu-bench-moto-")) / "moto.log") as endpoint:
         import boto3
         from airflow.sdk import ObjectStoragePath
 

@@ -6,12 +6,15 @@ Services (Slurm, MariaDB, the S3 endpoint) are real processes started by the pro
 
 from __future__ import annotations
 
+import contextlib
 import email
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -72,14 +75,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory) -> str:
-    """moto's S3 server on 127.0.0.1, started here and stopped by PID."""
+@contextlib.contextmanager
+def moto_server(log: Path) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 (its URL), started here and stopped by PID; also used by bench/."""
     import time
     import urllib.request
 
     port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
@@ -95,9 +97,30 @@ def s3_endpoint(tmp_path_factory) -> str:
                 proc.kill()
                 pytest.fail(f"moto S3 server did not start on {url}:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a process started with start_new_session=True and all its children (TERM, then KILL)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1, started here and stopped by PID."""
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url
 
 
 # Own ports, so a demo instance left running does not clash with the test instance.

@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import free_port, run_script
+from conftest import free_port, run_script, stop_group
 from test_coverage import ingest_and_check, stage
 from xdmod_usage.staging import Store
 
@@ -110,18 +109,13 @@ def api_server(tmp: Path, site: str, extra_env: dict[str, str] | None = None) ->
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                stop_group(proc, timeout=5)
                 pytest.fail(f"airflow api-server did not start on {url}:\n{log.read_text()[-4000:]}")
             time.sleep(0.5)
     try:
         yield Airflow(url)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
 
 
 @pytest.fixture(scope="module")

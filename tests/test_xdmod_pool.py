@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, stop_group
 from xdmod_standin import apply_xdmod_schema, install
 from xdmod_usage.mysql_client import DbEndpoint
 
@@ -118,11 +116,7 @@ def test_xdmod_commands_of_two_dags_never_overlap(slurm_site, sshd_login, tmp_pa
             ).fetchall()
             ingests, aggregated = _events(conn)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         log.close()
 
     usage_states = sorted((d, st) for d, st in states if d.startswith("usage_"))
