@@ -151,7 +151,7 @@ def airflow_commands() -> list[tuple[str, list[str], bool]]:
 
 
 def python_commands() -> list[tuple[str, list[str]]]:
-    """(page, words) of `python -m xdmod_usage.X ...` and `python docs/runbooks/*.py ...` lines."""
+    """(page, words) of `python -m xdmod_usage.X ...` and `python scripts/*.py ...` lines."""
     found = []
     for page in PAGES:
         spans = [line for lang, body in blocks(text(page)) if lang in ("bash", "") for line in shell_lines(body)]
@@ -160,7 +160,7 @@ def python_commands() -> list[tuple[str, list[str]]]:
             words = command_words(line)
             if words[:1] in (["python"], ["python3"]) and len(words) > 1:
                 module = words[1] == "-m" and words[2].startswith("xdmod_usage.")
-                if module or words[1].startswith("docs/runbooks/"):
+                if module or words[1].startswith("scripts/"):
                     found.append((page, words))
     return found
 
@@ -466,7 +466,7 @@ def test_put_back_raw_archives_restores_a_lost_day_that_then_replays_byte_identi
     original = (staging_root / "hpc1" / "2026-11-20" / staged_file).read_bytes()
     shutil.rmtree(staging_root / "hpc1" / "2026-11-20")
 
-    script = RUNBOOKS / "put_back_raw_archives.py"
+    script = RUNBOOKS.parent.parent / "scripts" / "put_back_raw_archives.py"
     argv = [sys.executable, str(script), "--backup-root", f"file://{backup_root}", "--staging-root",
             f"file://{staging_root}", "--resource", "hpc1"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "plugins")}

@@ -64,8 +64,9 @@ for late records (`wait_for_settle`, deferrable) rather than shifting the schedu
 * **Rerun a day**: clear the run (all tasks) in the UI. The day is replaced atomically; identical
   input gives identical files. If the source now returns fewer records than the archive holds, the
   run refuses: trigger with `source=archive` to replay the archived raw data.
-* **Backfill**: `airflow backfill create --dag-id {resource.dag_id} --from-date D1 --to-date D2`
-  (window = the UTC day before each logical date). Catchup is on from {resource.start_date}.
+* **Backfill**: `airflow backfill create --dag-id {resource.dag_id} --from-date D1 --to-date D2
+  --reprocess-behavior failed` (a backfill run of logical date D stages day D; `failed` also reruns
+  failed days). Catchup is on from {resource.start_date}.
 * **Manual trigger**: give a logical date; a trigger without one has no window and fails at once.
 * **Params**: `dry_run` (log XDMoD commands without running them), `source` (live | archive),
   `allow_fewer_records`, `max_quarantine_share`.

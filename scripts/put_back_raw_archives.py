@@ -7,7 +7,7 @@ raw archive of each missing day from the newest verified backup (backup.archive:
 The replay then rebuilds the day (same bytes as first staged) and replaces both. Days that still have
 a manifest are never touched.
 
-    PYTHONPATH=plugins python docs/runbooks/put_back_raw_archives.py \
+    PYTHONPATH=plugins python scripts/put_back_raw_archives.py \
         --backup-root file:///var/lib/xdmod-usage/backups \
         --staging-root file:///var/lib/xdmod-usage/staging --resource hpc1 [--day 2026-10-03 ...] [--dry-run]
 
