@@ -118,6 +118,7 @@ def _stage_with_params(
         "allow_fewer_records": bool(params.get("allow_fewer_records", False)),
         "max_quarantine_share": resource.max_quarantine_share if share is None else float(share),
         "spool_dir": site.staging_for(resource).spool_dir,
+        "progress_every": site.tasks_for(resource).progress_interval.total_seconds(),
     }
     started = time.monotonic()
     try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .mysql_client import SYSTEM_SCHEMAS, DbEndpoint, defaults_file, quote_ident, quote_string
+from .progress import EVERY, Progress
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +203,12 @@ def mysqldump_argv(mysqldump: str, cnf: str, databases: list[str]) -> list[str]:
     ]
 
 
-def _read_lines(stream: IO[bytes], splitter: DumpSplitter, failure: list[BaseException]) -> None:
+def _read_lines(stream: IO[bytes], splitter: DumpSplitter, failure: list[BaseException], progress: Progress) -> None:
     try:
-        for line in stream:
-            splitter.feed(line)
+        with progress:
+            for line in stream:
+                splitter.feed(line)
+                progress.add(len(line))
     except BaseException as exc:  # handed to the main thread
         failure.append(exc)
         with contextlib.suppress(OSError):
@@ -242,11 +245,14 @@ def _binlog_position(cursor: Any) -> dict[str, Any]:
     return position
 
 
-def dump_databases(endpoint: DbEndpoint, options: DumpOptions, open_sink: Callable[[str], Any]) -> dict[str, Any]:
+def dump_databases(
+    endpoint: DbEndpoint, options: DumpOptions, open_sink: Callable[[str], Any], progress_every: float = EVERY
+) -> dict[str, Any]:
     """Dump the selected databases through ``open_sink(name)`` sinks; return the facts of the snapshot.
 
     Sinks have write(bytes), close() -> entry and abort(exc). On any failure every sink is
     aborted (nothing is stored) and the error says what failed, with mysqldump's stderr.
+    Logs the bytes dumped, then the tables counted, every ``progress_every`` seconds.
     """
     started = time.monotonic()
     control, snapshot = endpoint.connect(), endpoint.connect()
@@ -261,7 +267,12 @@ def dump_databases(endpoint: DbEndpoint, options: DumpOptions, open_sink: Callab
         version, after_id = ctl.fetchone()
         splitter = DumpSplitter(databases, open_sink)
         with defaults_file(endpoint) as cnf, tempfile.TemporaryFile() as stderr:
-            entries = _run_dump(ctl, snap, endpoint, options, databases, facts, splitter, str(cnf), stderr, after_id)
+            dumped = Progress(f"backup dump {endpoint.label}", None, log, progress_every, unit="bytes")
+            entries = _run_dump(ctl, snap, endpoint, options, databases, facts, splitter, str(cnf), stderr, after_id,
+                                dumped)  # fmt: skip
+        checked = Progress(f"backup counts and checksums {endpoint.label}",
+                           sum(len(facts[name]["tables"]) for name in databases), log, progress_every,
+                           unit="tables")  # fmt: skip
         for name in databases:
             facts[name]["file"] = entries[name]
             for table, info in facts[name]["tables"].items():
@@ -270,6 +281,8 @@ def dump_databases(endpoint: DbEndpoint, options: DumpOptions, open_sink: Callab
                 else:
                     after = table_facts(ctl, name, table)
                     info["changed_during_dump"] = after != {"rows": info["rows"], "checksum": info["checksum"]}
+                checked.add()
+        checked.done()
         snap.execute("COMMIT")
         users = user_statements(ctl, options.users) if options.users else None
         return {
@@ -297,6 +310,7 @@ def _run_dump(
     cnf: str,
     stderr: IO[bytes],
     after_id: int,
+    progress: Progress,
 ) -> dict[str, dict[str, Any]]:
     tables = [(db, table) for db in databases for table in facts[db]["tables"]]
     failure: list[BaseException] = []
@@ -311,7 +325,7 @@ def _run_dump(
             mysqldump_argv(options.mysqldump, cnf, databases), stdout=subprocess.PIPE, stderr=stderr,
             bufsize=1 << 20,
         )  # fmt: skip
-        reader = threading.Thread(target=_read_lines, args=(proc.stdout, splitter, failure), daemon=True)
+        reader = threading.Thread(target=_read_lines, args=(proc.stdout, splitter, failure, progress), daemon=True)
         reader.start()
         if locked:
             _wait_for_dump_start(ctl, proc, after_id, options.start_timeout)

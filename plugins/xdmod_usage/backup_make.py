@@ -19,6 +19,7 @@ from .backup_catalog import prefix, suffix, write_json
 from .backup_dump import DumpOptions, backup_id, dump_databases, users_sql
 from .backup_streams import READ_CHUNK, ObjectSink
 from .mysql_client import DbEndpoint
+from .progress import EVERY, Progress
 from .staging import MANIFEST, Store
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def make_backup(
     level: int,
     key: bytes | None,
     now: dt.datetime | None = None,
+    progress_every: float = EVERY,
 ) -> dict[str, Any]:
     """Dump the databases and accounts into a new backup; write its dump.json; return the facts."""
     now = now or dt.datetime.now(dt.UTC)
@@ -42,7 +44,7 @@ def make_backup(
     def open_sink(name: str) -> ObjectSink:
         return ObjectSink(store, f"{prefix(ident)}/db/{name}.sql{ext}", level, key)
 
-    facts = dump_databases(endpoint, options, open_sink)
+    facts = dump_databases(endpoint, options, open_sink, progress_every)
     accounts = facts.pop("users")
     if accounts is not None:
         sink = ObjectSink(store, f"{prefix(ident)}/users.sql{ext}", level, key)
@@ -120,12 +122,18 @@ def _staged_raw_files(staging: Store, resource: str) -> list[tuple[str, str, dic
     return found
 
 
-def archive_raw_sources(store: Store, staging: dict[str, Store], mode: str) -> dict[str, Any]:
+def archive_raw_sources(
+    store: Store, staging: dict[str, Store], mode: str, progress_every: float = EVERY
+) -> dict[str, Any]:
     """Copy (or re-hash in place) each resource's raw archives: once a source expires its data they are
-    the only copy. Copies are content-addressed, so each week copies only what is new."""
+    the only copy. Copies are content-addressed, so each week copies only what is new. Logs the bytes
+    done (copied, re-hashed or found present) of all the archives every ``progress_every`` seconds."""
     summary: dict[str, Any] = {"mode": mode, "copied": 0, "present": 0, "bytes_copied": 0, "files": []}
+    raw_files = {resource: _staged_raw_files(source, resource) for resource, source in sorted(staging.items())}
+    total = sum(int(entry["bytes"]) for found in raw_files.values() for _day, _name, entry in found)
+    progress = Progress(f"backup raw archives ({mode})", total, log, progress_every, unit="bytes")
     for resource, source in sorted(staging.items()):
-        for day, name, entry in _staged_raw_files(source, resource):
+        for day, name, entry in raw_files[resource]:
             source_rel = f"{resource}/{day}/{entry['path']}"
             item = {"resource": resource, "day": day, "name": name, "sha256": entry["sha256"], "bytes": entry["bytes"]}
             if mode == "verify":
@@ -145,4 +153,6 @@ def archive_raw_sources(store: Store, staging: dict[str, Store], mode: str) -> d
                     item["copied_now"] = True
                 item["path"] = rel
             summary["files"].append(item)
+            progress.add(int(entry["bytes"]))
+    progress.done()
     return summary

@@ -118,7 +118,7 @@ class XdmodBackupOperator(_BackupOperator):
         conn_id = source_conn_id(self.site)
         try:
             facts = make_backup(store, endpoint(conn_id), dump_options(self.site), backup.compression_level,
-                                encryption_key(backup))  # fmt: skip
+                                encryption_key(backup), progress_every=_progress_every(self.site))  # fmt: skip
         except BackupError as exc:
             if "not found" in str(exc):  # configuration, not a passing failure: do not retry
                 raise AirflowFailException(str(exc)) from None
@@ -135,6 +135,12 @@ class XdmodBackupOperator(_BackupOperator):
             log.info("optional databases absent (noted in the manifest): %s", ", ".join(facts["absent_optional"]))
         return {"id": facts["id"], "store": store.url(""), "databases": sorted(facts["databases"]),
                 "bytes": sum(db["file"]["bytes"] for db in facts["databases"].values())}  # fmt: skip
+
+
+def _progress_every(site: SiteConfig) -> float:
+    """The backup DAG's progress interval (its own tasks section, or the site's)."""
+    assert site.backup is not None
+    return (site.backup.tasks or site.tasks).progress_interval.total_seconds()
 
 
 def backup_config(site: SiteConfig, ident: str) -> dict[str, Any] | None:
@@ -172,7 +178,7 @@ def backup_archive(site: SiteConfig) -> dict[str, Any] | None:
     if backup.archive == "none":
         return None
     stores = {resource.name: staging_store(site, resource) for resource in site.resources}
-    summary = archive_raw_sources(backup_store(backup), stores, backup.archive)
+    summary = archive_raw_sources(backup_store(backup), stores, backup.archive, _progress_every(site))
     log.info("raw archives: %d copied (%d bytes), %d already in the store", summary["copied"],
              summary["bytes_copied"], summary["present"])  # fmt: skip
     return summary

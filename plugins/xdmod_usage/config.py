@@ -189,12 +189,23 @@ class XdmodConfig(_Strict):
 
 
 class TaskPolicy(_Strict):
-    """Retry and timeout policy applied to every task of a DAG."""
+    """Retry and timeout policy applied to every task of a DAG, and how often long steps log progress."""
 
     retries: int = Field(default=3, ge=0, le=20)
     retry_delay: Duration = dt.timedelta(minutes=2)
     max_retry_delay: Duration = dt.timedelta(minutes=30)
     execution_timeout: Duration = dt.timedelta(hours=2)
+    progress_interval: Duration = Field(
+        default=dt.timedelta(seconds=30),
+        description="Seconds between progress lines (rows, rate, ETA) and heartbeats of long steps.",
+    )
+
+    @field_validator("progress_interval")
+    @classmethod
+    def _progress_interval(cls, value: dt.timedelta) -> dt.timedelta:
+        if not dt.timedelta(seconds=1) <= value <= dt.timedelta(hours=1):
+            raise ValueError(f"must be between 1s and 1h, got {value.total_seconds():g} s")
+        return value
 
 
 class SlurmSource(_Strict):

@@ -9,12 +9,16 @@ whichever source happened to run last. Core library: no Airflow, no network.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import HierarchyConfig
 from .hierarchy_history import Row
+from .progress import EVERY, Progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,12 +90,16 @@ def merge(attributions: Iterable[Attribution], report: BuildReport) -> dict[str,
 
 
 def build_snapshot(
-    attributions: Iterable[Attribution], people: Iterable[Person], config: HierarchyConfig
+    attributions: Iterable[Attribution],
+    people: Iterable[Person],
+    config: HierarchyConfig,
+    progress_every: float = EVERY,
 ) -> tuple[Snapshot, BuildReport]:
     """The four files' rows (each with the source it came from) for the configured levels and group field.
 
     A project that cannot be placed (no PI where the PI is a level or the group; a unit name used on two
     levels) is quarantined with the reason: its jobs stay on XDMoD's Unknown unit until it is fixed.
+    Logs the projects placed every ``progress_every`` seconds.
     """
     report = BuildReport()
     attributions = list(attributions)
@@ -109,7 +117,9 @@ def build_snapshot(
     groups: dict[str, tuple[Row, str]] = {}
     cloud: dict[tuple[str, str], tuple[Row, str]] = {}
     needs_pi = "pi" in config.levels or config.group_field == "pi"
+    progress = Progress("hierarchy build", len(projects), log, progress_every, unit="projects")
     for project, facts in projects.items():
+        progress.add()
         source, pi = facts["source"], facts["pi"]
         if needs_pi and not pi:
             report.quarantined.append({"project": project, "source": source, "reason": "no PI in any source"})
@@ -146,6 +156,7 @@ def build_snapshot(
             if pi:
                 cloud[(resource, project)] = ((pi, project, resource), source)
 
+    progress.done()
     snapshot: Snapshot = {
         "hierarchy": sorted((row, source) for row, source, _level in units.values()),
         "group-to-hierarchy": sorted(groups.values()),

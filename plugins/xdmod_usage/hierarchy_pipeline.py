@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from .config import HierarchyConfig, SiteConfig
 from .hierarchy_build import build_snapshot
 from .hierarchy_history import CSV_FILES, apply_schema, files_as_of, record
 from .hierarchy_sources import SourceResult
+from .progress import EVERY, heartbeat
 from .staging import DayStage, HashingWriter, Store, gzip_file
 
+log = logging.getLogger(__name__)
 PREFIX = "_hierarchy"
 RAW_NAME = "raw.hierarchy.json.gz"
 FILE_NAMES = {csv_file: f"{csv_file}.csv" for csv_file in CSV_FILES}
@@ -58,16 +61,23 @@ def _publish(store: Store, label: str, files: dict[str, bytes], manifest: dict[s
 
 
 def take_snapshot(
-    store: Store, conn: Any, config: HierarchyConfig, results: list[SourceResult], at: dt.datetime
+    store: Store,
+    conn: Any,
+    config: HierarchyConfig,
+    results: list[SourceResult],
+    at: dt.datetime,
+    progress_every: float = EVERY,
 ) -> dict[str, Any]:
     """Merge the sources (in priority order), record only the changes as of ``at``, and stage the files
-    of that instant. Returns what the import task needs (files with URL, sha256, rows)."""
+    of that instant. Returns what the import task needs (files with URL, sha256, rows). Logs progress
+    (projects placed) and a heartbeat while the history is written, every ``progress_every`` seconds."""
     attributions = [item for result in results for item in result.attributions]
     people = [person for result in results for person in result.people]
-    snapshot, report = build_snapshot(attributions, people, config)
-    apply_schema(conn)
-    changes = record(conn, snapshot, at)
-    files = files_as_of(conn, at)
+    snapshot, report = build_snapshot(attributions, people, config, progress_every)
+    with heartbeat("hierarchy history (recording the changes, reading the files)", log, progress_every):
+        apply_schema(conn)
+        changes = record(conn, snapshot, at)
+        files = files_as_of(conn, at)
     manifest = {
         "format": "xdmod-usage-hierarchy/1",
         "package_version": __version__,

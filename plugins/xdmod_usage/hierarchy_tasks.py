@@ -102,7 +102,8 @@ def snapshot(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
             for skipped in result.skipped:
                 log.warning("source %s skipped %s: %s", result.name, skipped["project"], skipped["reason"])
         try:
-            staged = take_snapshot(store, conn, site.hierarchy, results, now)
+            every = (site.hierarchy.tasks or site.tasks).progress_interval.total_seconds()
+            staged = take_snapshot(store, conn, site.hierarchy, results, now, every)
         except HierarchyError as exc:
             raise AirflowFailException(f"the sources give a hierarchy XDMoD cannot import: {exc}") from None
     report = staged["report"]

@@ -14,6 +14,7 @@ from typing import IO, Any
 from .config import OpenShiftSource
 from .openshift_queries import DayQueries
 from .openshift_rows import load_mapping, sacct_lines
+from .progress import EVERY
 from .slurm_pipeline import SlurmDay, StageResult, stage_slurm_day
 from .staging import StagingError, Store
 from .window import UsageWindow
@@ -35,8 +36,12 @@ def stage_openshift_day(
     allow_fewer_records: bool = False,
     max_quarantine_share: float = 0.01,
     spool_dir: str | None = None,
+    progress_every: float = EVERY,
 ) -> StageResult:
-    """Stage the day; ``api`` None replays the archived answers with today's policy for that day."""
+    """Stage the day; ``api`` None replays the archived answers with today's policy for that day.
+
+    Progress (heartbeats while querying and building rows, rows checked) every ``progress_every`` s.
+    """
     policy = source.policy_for(window.day)
     day = SlurmDay(resource, xdmod_resource, xdmod_resource, window, kind="openshift")
     info: dict[str, Any] = {"type": "prometheus", **(source_info or {}), "policy": policy.model_dump(mode="json")}
@@ -74,6 +79,7 @@ def stage_openshift_day(
         max_quarantine_share=max_quarantine_share,
         spool_dir=spool_dir,
         convert=convert,
+        progress_every=progress_every,
     )
     holes = result.manifest["source_counts"]["holes"]
     if holes and source.on_hole == "fail":

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .progress import EVERY, Progress, heartbeat
 from .retries import Retry, with_retries
 
 log = logging.getLogger(__name__)
@@ -249,21 +250,33 @@ def connect(
     )
 
 
-def fetch_day(api: OpenStackApi, start: dt.datetime, end: dt.datetime, *, hypervisors: bool = True) -> dict[str, Any]:
+def fetch_day(api: OpenStackApi, start: dt.datetime, end: dt.datetime, *, hypervisors: bool = True,
+              what: str = "read OpenStack", progress_every: float = EVERY) -> dict[str, Any]:  # fmt: skip
     """Everything the day's events are built from, as one JSON-able archive.
 
     Sorted and free of pull times, so a rerun of a closed window archives the same bytes unless
-    the cloud itself changed (the hypervisor list is a snapshot of the present).
+    the cloud itself changed (the hypervisor list is a snapshot of the present). Logs a heartbeat
+    while listing and progress over the changed servers' action lists (one call each).
     """
-    changed = api.servers(changes_since=start)
-    live = api.servers()
+    with heartbeat(
+        f"{what} (listing servers)", log, progress_every, lambda: f"{sum(list(api.stats.calls.values()))} calls"
+    ):
+        changed = api.servers(changes_since=start)
+        live = api.servers()
     changed_ids = {server["id"] for server in changed}
-    actions = {server["id"]: api.actions(server["id"], start) for server in sorted(changed, key=lambda s: s["id"])}
+    actions: dict[str, list[dict[str, Any]]] = {}
+    with Progress(f"{what}: action lists", len(changed), log, progress_every, unit="servers") as progress:
+        for server in sorted(changed, key=lambda s: s["id"]):
+            actions[server["id"]] = api.actions(server["id"], start)
+            progress.add()
     # Live servers unchanged since the window start: their state held all window long.
     steady = [server for server in live if server["id"] not in changed_ids]
     everyone = changed + steady
-    identity = api.identity({s["tenant_id"] for s in everyone if s.get("tenant_id")},
-                            {s["user_id"] for s in everyone if s.get("user_id")})  # fmt: skip
+    with heartbeat(f"{what} (projects, users, hypervisors)", log, progress_every,
+                   lambda: f"{sum(list(api.stats.calls.values()))} calls"):  # fmt: skip
+        identity = api.identity({s["tenant_id"] for s in everyone if s.get("tenant_id")},
+                                {s["user_id"] for s in everyone if s.get("user_id")})  # fmt: skip
+        hypervisor_list = sorted(api.hypervisors(), key=lambda h: h["id"]) if hypervisors else None
     return {
         "format": "xdmod-usage-openstack-raw/1",
         "window": {"start": _iso(start), "end": _iso(end)},
@@ -274,5 +287,5 @@ def fetch_day(api: OpenStackApi, start: dt.datetime, end: dt.datetime, *, hyperv
             "actions": actions,
         },
         "identity": identity,
-        "hypervisors": sorted(api.hypervisors(), key=lambda h: h["id"]) if hypervisors else None,
+        "hypervisors": hypervisor_list,
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,12 @@ from typing import Any
 from . import __version__
 from .openstack_api import OpenStackApi, fetch_day
 from .openstack_events import SECOND, DayEvents, build_day
+from .progress import EVERY, Progress
 from .slurm_pipeline import QUARANTINE_NAME, QuarantineLimitError, StageResult
 from .staging import DayStage, HashingWriter, SourceShrankError, SpooledFile, Store, gzip_file
 from .window import UsageWindow
 
+log = logging.getLogger(__name__)
 RAW_NAME = "raw.openstack.json.gz"
 STATE_NAME = "state.json"
 _XDMOD_TIME = "%Y-%m-%dT%H:%M:%S"
@@ -47,13 +50,17 @@ def input_subdir(xdmod_resource: str, window: UsageWindow) -> str:
     return f"openstack-{xdmod_resource}-{window.day.isoformat()}"
 
 
-def _dump(path: Path, name: str, document: Any, *, lines: bool = False) -> SpooledFile:
+def _dump(
+    path: Path, name: str, document: Any, *, lines: bool = False, progress: Progress | None = None
+) -> SpooledFile:
     writer = HashingWriter(path / name)
     if lines:  # a JSON array with one event per line: diffable, and jq reads it as one document
         writer.write(b"[\n")
         for index, item in enumerate(document):
             writer.write(json.dumps(item, sort_keys=True, ensure_ascii=False).encode())
             writer.write(b",\n" if index < len(document) - 1 else b"\n")
+            if progress is not None:
+                progress.add()
         writer.write(b"]\n")
     else:
         writer.write((json.dumps(document, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode())
@@ -85,14 +92,17 @@ def stage_openstack_day(
     allow_fewer_records: bool = False,
     max_quarantine_share: float = 0.01,
     spool_dir: str | None = None,
+    progress_every: float = EVERY,
 ) -> StageResult:
     """Stage the day; ``api`` None replays the archived API answers.
 
     Refuses (SourceShrankError) to replace a day with fewer events than it holds unless
     ``allow_fewer_records``: Nova forgets deleted servers once their rows are archived, and a
     rerun then must not erase their usage. Raises QuarantineLimitError after committing when the
-    quarantined share of events exceeds the limit.
+    quarantined share of events exceeds the limit. Logs progress (servers read, events written) and
+    heartbeats every ``progress_every`` seconds.
     """
+    what = f"stage openstack {resource} {window.day.isoformat()}"
     stage = DayStage(store, resource, window.day.isoformat())
     existing = stage.read_manifest()
     info: dict[str, Any] = {"type": "openstack", **(source_info or {}), "replayed_from_archive": api is None}
@@ -103,13 +113,16 @@ def stage_openstack_day(
             with open(raw_path, "wb") as out:
                 stage.replay_raw(existing, RAW_NAME, out)
         else:
-            archive = fetch_day(api, window.start, window.end, hypervisors=hypervisors)
+            archive = fetch_day(
+                api, window.start, window.end, hypervisors=hypervisors, what=what, progress_every=progress_every
+            )
             raw_path.write_bytes(json.dumps(archive, sort_keys=True, separators=(",", ":")).encode())
             info["api"] = api.stats.as_dict()
         archive = json.loads(raw_path.read_bytes())
         before, before_note = previous_state(store, resource, window.day)
         day = build_day(archive, before, zero_vcpus=zero_vcpus, previous_name=before_note)  # type: ignore[arg-type]
-        files = _files(spool, window, day, raw_path)
+        with Progress(f"{what}: events written", len(day.events), log, progress_every, unit="events") as events:
+            files = _files(spool, window, day, raw_path, events)
         counts = day.counts.as_counts()
 
         if existing is not None and not allow_fewer_records:
@@ -154,9 +167,9 @@ def stage_openstack_day(
     return result
 
 
-def _files(spool: Path, window: UsageWindow, day: DayEvents, raw_path: Path) -> list[SpooledFile]:
+def _files(spool: Path, window: UsageWindow, day: DayEvents, raw_path: Path, events: Progress) -> list[SpooledFile]:
     files = [
-        _dump(spool, events_name(window), day.events, lines=True),
+        _dump(spool, events_name(window), day.events, lines=True, progress=events),
         _dump(spool, STATE_NAME, day.end_state),
         _quarantine(spool, day.quarantine),
         gzip_file(raw_path, spool / RAW_NAME, RAW_NAME),

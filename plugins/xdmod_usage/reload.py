@@ -19,6 +19,7 @@ from typing import Any
 
 from .config import Resource, SiteConfig
 from .freshness import check_files
+from .progress import EVERY
 from .staging import DayStage, Store
 from .window import UsageWindow
 from .xdmod_commands import XdmodCommand, XdmodInput, delete_resource_jobs, shred_slurm_days, truncate_jobs
@@ -112,7 +113,7 @@ def staged_day(store: Store, resource: Resource, day: dt.date) -> ReloadDay:
 
 
 def replay_day(store: Store, resource: Resource, day: dt.date, *, max_quarantine_share: float,
-               spool_dir: str | None) -> ReloadDay:  # fmt: skip
+               spool_dir: str | None, progress_every: float = EVERY) -> ReloadDay:  # fmt: skip
     """Rebuild the day from its raw archive with today's code and the policy in force for that day."""
     from .openshift_pipeline import stage_openshift_day
     from .slurm_pipeline import SlurmDay, stage_slurm_day
@@ -120,7 +121,8 @@ def replay_day(store: Store, resource: Resource, day: dt.date, *, max_quarantine
     window = UsageWindow.for_day(day)
     previous = DayStage(store, resource.name, day.isoformat()).read_manifest() or {}
     info = {key: value for key, value in previous.get("source", {}).items() if key != "replayed_from_archive"}
-    options = {"max_quarantine_share": max_quarantine_share, "spool_dir": spool_dir}
+    options = {"max_quarantine_share": max_quarantine_share, "spool_dir": spool_dir,
+               "progress_every": progress_every}  # fmt: skip
     if resource.kind == "slurm":
         slurm_day = SlurmDay(resource.name, resource.xdmod_resource, resource.slurm_source().cluster, window)
         result = stage_slurm_day(store, slurm_day, None, info, **options)

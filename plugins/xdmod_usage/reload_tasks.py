@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from .config import Resource, SiteConfig
+from .progress import Progress
 from .reload import ReloadDay, ReloadRefusedError
 
 log = logging.getLogger(__name__)
@@ -94,11 +95,14 @@ def restage(site: SiteConfig, context: dict[str, Any], planned: dict[str, Any]) 
     for resource in reload.scope(site, str(params["resource"])):
         store, days = staging_store(site, resource), []
         spool = site.staging_for(resource).spool_dir
-        for day in reload.days_of(resource, today):
+        every = site.tasks_for(resource).progress_interval.total_seconds()
+        wanted = reload.days_of(resource, today)
+        progress = Progress(f"reload {resource.name}: restage", len(wanted), log, every, unit="days")
+        for day in wanted:
             before = reload.staged_day(store, resource, day)
             if params.get("restage", True):
                 try:
-                    item = reload.replay_day(store, resource, day, spool_dir=spool,
+                    item = reload.replay_day(store, resource, day, spool_dir=spool, progress_every=every,
                                              max_quarantine_share=resource.max_quarantine_share)  # fmt: skip
                 except Exception as exc:  # a day over its quarantine limit, an unreadable archive...
                     raise AirflowFailException(f"{resource.name} {day}: cannot rebuild the day from its raw "
@@ -110,6 +114,8 @@ def restage(site: SiteConfig, context: dict[str, Any], planned: dict[str, Any]) 
             else:
                 item = before
             days.append(item)
+            progress.add()
+        progress.done()
         out[resource.name] = reload.days_as_dicts(days)
     log.info("%d day(s) changed by the rebuild", changed)
     return {"days": out, "changed": changed}
@@ -198,6 +204,8 @@ def reconcile(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any
         if not dry:
             first, last = dt.date.fromisoformat(days[0].day), dt.date.fromisoformat(days[-1].day)
             held = _held_by_day(site, resource, first, last)
+        progress = Progress(f"reload {resource.name}: reconcile", len(days), log,
+                            site.tasks_for(resource).progress_interval.total_seconds(), unit="days")  # fmt: skip
         for item in days:
             day = dt.date.fromisoformat(item.day)
             window = UsageWindow.for_day(day)
@@ -216,6 +224,8 @@ def reconcile(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any
                     mismatches.append(result.message())
                 checked += 1
             stage.annotate(item.version, "reconciliation", note)
+            progress.add()
+        progress.done()
     if mismatches:
         shown = "; ".join(mismatches[:20])
         raise AirflowFailException(f"reload reconciliation: {len(mismatches)} day(s) differ: {shown}")

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .progress import Progress
 from .window import UsageWindow
 
 # XDMoD's field list, in XDMoD's order (OpenXdmod\Shredder\Slurm::$fieldNames).
@@ -169,17 +170,22 @@ def check_sacct_lines(
     window: UsageWindow,
     write_staged: Callable[[bytes], object],
     write_quarantine: Callable[[bytes], object],
+    progress: Progress | None = None,
 ) -> SacctCounts:
     """Stream sacct output through XDMoD's rules; write staged lines and quarantine records.
 
     Staged lines keep sacct's bytes and order (het ids rewritten to JobIDRaw), one per line with
     a final newline. Quarantine records are JSON lines naming the raw line number and the reason.
+    ``progress`` is told the lines read (one integer comparison per line between its checks).
     """
     start_b, end_b = (bound.encode() for bound in window.sacct_bounds())
     counts = SacctCounts()
     staged = _ChunkWriter(write_staged)
     quarantine = _ChunkWriter(write_quarantine)
+    report_at = 1 if progress is not None else -1
     for number, raw in enumerate(lines, 1):
+        if number == report_at:
+            report_at = progress.update(number)  # type: ignore[union-attr]
         line = raw.rstrip(b"\r\n")
         counts.read += 1
         if not line.strip():
@@ -206,4 +212,6 @@ def check_sacct_lines(
             quarantine.add(json.dumps(record, ensure_ascii=False, sort_keys=True).encode())
     staged.flush()
     quarantine.flush()
+    if progress is not None:
+        progress.update(counts.read)
     return counts

@@ -8,6 +8,7 @@ call it directly.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import __version__
+from .progress import EVERY, Progress, amount, heartbeat
 from .slurm_format import SacctCounts, check_sacct_lines
 from .staging import DayStage, HashingWriter, SourceShrankError, StagingError, Store, gzip_file
 from .window import UsageWindow
 
+log = logging.getLogger(__name__)
 RAW_NAME = "raw.sacct.gz"
 QUARANTINE_NAME = "quarantine.jsonl"
 
@@ -78,6 +81,7 @@ def stage_slurm_day(
     max_quarantine_share: float = 0.01,
     spool_dir: str | None = None,
     convert: Callable[[Path, Path], dict[str, Any]] | None = None,
+    progress_every: float = EVERY,
 ) -> StageResult:
     """Stage the day. ``pull`` writes raw source data to a stream; None replays the day's archive.
 
@@ -87,31 +91,39 @@ def stage_slurm_day(
     Refuses (SourceShrankError) to replace a day whose archive holds more raw lines than the new
     pull, unless ``allow_fewer_records``: a source past its retention must not erase usage.
     Raises QuarantineLimitError after committing when the quarantined share exceeds the limit.
+    Logs a heartbeat every ``progress_every`` seconds while pulling (bytes so far), and progress
+    lines while checking the lines.
     """
+    what = f"stage {day.kind} {day.resource} {day.window.day.isoformat()}"
     stage = DayStage(store, day.resource, day.window.day.isoformat())
     previous = stage.read_manifest()
     with tempfile.TemporaryDirectory(prefix="xdmod-usage-", dir=spool_dir) as tmp:
         spool = Path(tmp)
         raw_path = spool / "raw"
         with open(raw_path, "wb") as raw_out:
-            if pull is None:
-                stage.replay_raw(previous, day.raw_name, raw_out)
-            else:
-                pull(raw_out)
+            step = "replaying the archive" if pull is None else "pulling"
+            with heartbeat(f"{what} ({step})", log, progress_every,
+                           lambda: f"{amount(raw_out.tell(), 'bytes')} so far" if raw_out.tell() else ""):  # fmt: skip
+                if pull is None:
+                    stage.replay_raw(previous, day.raw_name, raw_out)
+                else:
+                    pull(raw_out)
 
         lines_path, source_counts = raw_path, None
         if convert is not None:
             lines_path = spool / "rows.sacct"
-            source_counts = convert(raw_path, lines_path)
+            with heartbeat(f"{what} (building rows)", log, progress_every):
+                source_counts = convert(raw_path, lines_path)
         staged = HashingWriter(spool / day.staged_name)
         quarantine = HashingWriter(spool / QUARANTINE_NAME)
-        with open(lines_path, "rb") as lines_in:
-            counts = check_sacct_lines(lines_in, day.window, staged.write, quarantine.write)
-        files = [
-            staged.finish(day.staged_name),
-            quarantine.finish(QUARANTINE_NAME),
-            gzip_file(raw_path, spool / day.raw_name, day.raw_name),
-        ]
+        with open(lines_path, "rb") as lines_in, Progress(what, None, log, progress_every) as progress:
+            counts = check_sacct_lines(lines_in, day.window, staged.write, quarantine.write, progress)
+        with heartbeat(f"{what} (compressing the raw archive)", log, progress_every):
+            files = [
+                staged.finish(day.staged_name),
+                quarantine.finish(QUARANTINE_NAME),
+                gzip_file(raw_path, spool / day.raw_name, day.raw_name),
+            ]
 
         if previous is not None and not allow_fewer_records:
             before = int(previous.get("counts", {}).get("read", 0))
@@ -136,7 +148,8 @@ def stage_slurm_day(
             "staged_name": day.staged_name,
             "xdmod_format": "slurm",
         }
-        committed = stage.publish(files, manifest)
+        with heartbeat(f"{what} (publishing)", log, progress_every):
+            committed = stage.publish(files, manifest)
 
     result = StageResult(committed, stage.manifest_url, counts)
     share = counts.quarantined_total / counts.read if counts.read else 0.0
