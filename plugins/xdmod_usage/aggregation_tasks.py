@@ -46,9 +46,11 @@ def record_ingest(
     day = window_from_context(context).day.isoformat()
     extra = ingest_extra(ingest_id, resource, day, last_modified_start, bool(result.get("dry_run")))
     context["outlet_events"][asset].extra = extra
-    DayStage(staging_store(site, resource), resource.name, day).annotate(
-        staged["version"], "xdmod_ingest", ingest_note(extra, run_id)
-    )
+    stage = DayStage(staging_store(site, resource), resource.name, day)
+    stage.annotate(staged["version"], "xdmod_ingest", ingest_note(extra, run_id))
+    from .lineage import manifest_note
+
+    manifest_note(context, [stage.manifest_url])
     log.info("ingest event for %s: %s", asset.name, extra)
     return extra
 

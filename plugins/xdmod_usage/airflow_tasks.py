@@ -120,6 +120,11 @@ def _stage_with_params(
         "spool_dir": site.staging_for(resource).spool_dir,
         "progress_every": site.tasks_for(resource).progress_interval.total_seconds(),
     }
+    from . import lineage
+
+    replayed = (
+        lineage.archive_before(staging_store(site, resource), resource, window.day.isoformat()) if replay else None
+    )
     started = time.monotonic()
     try:
         result = stage(window, replay, options)
@@ -129,6 +134,7 @@ def _stage_with_params(
         if replay:  # no archive to replay: retrying will not make one
             raise AirflowFailException(str(exc)) from None
         raise
+    lineage.staged(context, site, resource, window, result, replayed)
     summary = result.summary()
     log.info("staged %s: counts %s", summary["manifest_url"], summary["counts"])
     emit(resource.name, stage_metrics(resource.name, summary["counts"], window.end, time.monotonic() - started))
@@ -412,7 +418,11 @@ def run_xdmod_command(
         from .metrics import emit
 
         emit(target.metrics_name, {f"xdmod_{command.step.replace('-', '_')}_seconds": time.monotonic() - started})
-    return {"step": result.step, "argv": result.argv, "dry_run": result.dry_run, "exit_status": result.exit_status}
+    done = {"step": result.step, "argv": result.argv, "dry_run": result.dry_run, "exit_status": result.exit_status}
+    from .lineage import xdmod_command
+
+    xdmod_command(context, xdmod, command, done)
+    return done
 
 
 def check_freshness(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from .config import BackupConfig, SiteConfig
+from .lineage import stored, tables
 
 log = logging.getLogger(__name__)
 ASSET_ALIAS = "xdmod-backup"
@@ -67,23 +67,6 @@ def dump_options(site: SiteConfig) -> Any:
     )  # fmt: skip
 
 
-def _dataset(url: str) -> Any:
-    """An OpenLineage dataset for a stored object (naming: s3://bucket + key, or file + path)."""
-    from openlineage.client.event_v2 import Dataset
-
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return Dataset(namespace="file", name=parts.path)
-    return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path.lstrip("/"))
-
-
-def _table_datasets(server: str, databases: dict[str, Any]) -> list[Any]:
-    from openlineage.client.event_v2 import Dataset
-
-    return [Dataset(namespace=f"mysql://{server}", name=f"{db}.{table}")
-            for db, facts in sorted(databases.items()) for table in sorted(facts["tables"])]  # fmt: skip
-
-
 class _BackupOperator(BaseOperator):
     """What the dump and restore operators share: the site config, and the OpenLineage facets that
     execute() records (inputs, outputs) for the provider to send on completion."""
@@ -126,8 +109,7 @@ class XdmodBackupOperator(_BackupOperator):
         objects = [store.url(db["file"]["path"]) for db in facts["databases"].values()]
         if facts.get("users"):
             objects.append(store.url(facts["users"]["file"]["path"]))
-        self._lineage = (_table_datasets(facts["server"]["endpoint"], facts["databases"]),
-                         [_dataset(url) for url in objects])  # fmt: skip
+        self._lineage = (tables(facts["server"]["endpoint"], facts["databases"]), [stored(url) for url in objects])
         for db, info in facts["databases"].items():
             log.info("%s: %d tables, %d rows, %d bytes stored", db, len(info["tables"]),
                      sum(t["rows"] for t in info["tables"].values()), info["file"]["bytes"])  # fmt: skip
@@ -290,8 +272,8 @@ class XdmodRestoreOperator(_BackupOperator):
         except (RestoreRefusedError, VerificationError) as exc:
             raise AirflowFailException(str(exc)) from None
         restored = {db: manifest["databases"][db] for db in report["databases"]}
-        self._lineage = ([_dataset(store.url(facts["file"]["path"])) for facts in restored.values()],
-                         _table_datasets(target.label, restored))  # fmt: skip
+        self._lineage = ([stored(store.url(facts["file"]["path"])) for facts in restored.values()],
+                         tables(target.label, restored))  # fmt: skip
         for db, counts in report["databases"].items():
             log.info("restored %s: %d tables, %d rows, matching the backup's snapshot", db, counts["tables"],
                      counts["rows"])  # fmt: skip

@@ -72,6 +72,7 @@ def read_source(site: SiteConfig, source: Any, now: dt.datetime) -> SourceResult
 
 def snapshot(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
     """Record and stage the present hierarchy, or (Param ``as_of``) regenerate the files of a past instant."""
+    from . import lineage
     from .airflow_tasks import store_at
     from .hierarchy_history import HierarchyError
     from .hierarchy_pipeline import parse_instant, regenerate, take_snapshot
@@ -91,6 +92,7 @@ def snapshot(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
             log.info("regenerated the files in force at %s: %s", instant.isoformat(), staged["manifest_url"])
             for name, entry in staged["files"].items():
                 log.info("  %-20s %5d rows  sha256 %s  %s", name, entry["rows"], entry["sha256"], entry["url"])
+            lineage.hierarchy_snapshot(context, site, {**staged, "mode": "regenerated"}, None)
             return {**staged, "mode": "regenerated"}
         now = dt.datetime.now(dt.UTC)
         try:
@@ -112,6 +114,7 @@ def snapshot(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
     for item in report["quarantined"]:
         log.warning("quarantined project %s (%s): %s", item["project"], item["source"], item["reason"])
     log.info("history changes as of %s: %s; staged %s", staged["as_of"], staged["changes"], staged["manifest_url"])
+    lineage.hierarchy_snapshot(context, site, {**staged, "mode": "snapshot"}, now)
     return {**staged, "mode": "snapshot"}
 
 
@@ -120,6 +123,7 @@ def import_files(site: SiteConfig, context: dict[str, Any], staged: dict[str, An
     from .airflow_tasks import run_xdmod_command, site_target
     from .hierarchy_history import last_imported, record_import
     from .hierarchy_pipeline import files_to_import
+    from .lineage import hierarchy_imported
     from .xdmod_commands import XdmodInput, import_csv
 
     params = context.get("params") or {}
@@ -141,6 +145,7 @@ def import_files(site: SiteConfig, context: dict[str, Any], staged: dict[str, An
             if not result["dry_run"]:
                 record_import(conn, csv_file, entry["sha256"], dt.datetime.fromisoformat(staged["as_of"]),
                               dt.datetime.now(dt.UTC))  # fmt: skip
+                hierarchy_imported(context, site)
             done.append({"csv_file": csv_file, "rows": entry["rows"], "sha256": entry["sha256"], **result})
     return {"imported": done, "dry_run": all(item["dry_run"] for item in done)}
 

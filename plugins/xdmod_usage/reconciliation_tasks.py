@@ -20,6 +20,11 @@ from .config import Resource, SiteConfig
 log = logging.getLogger(__name__)
 
 
+def _read_file(manifest: dict[str, Any], realm: str) -> dict[str, Any]:
+    """The staged file the expectation is computed from: the rows (jobs) or the events (cloud)."""
+    return manifest["files"][manifest["staged_name"] if realm == "job" else manifest["xdmod_inputs"]["events"]]
+
+
 def _expected(stage: Any, manifest: dict[str, Any], realm: str, window: Any) -> tuple[Any, int | None]:
     from .xdmod_expected import expected_cloud_events, expected_job_rows
 
@@ -46,6 +51,9 @@ def reconcile_day(site: SiteConfig, resource: Resource, context: dict[str, Any],
                                    f"{staged['version']}: rerun the whole run")  # fmt: skip
     expected, claim = _expected(stage, manifest, realm, window)
     xdmod = site.xdmod_for(resource)
+    from . import lineage
+
+    read = [stage.url_of(_read_file(manifest, realm))]
     dag_run = context.get("dag_run")
     run_id = getattr(dag_run, "run_id", None)
     if xdmod_dry_run(xdmod, context):
@@ -56,6 +64,7 @@ def reconcile_day(site: SiteConfig, resource: Resource, context: dict[str, Any],
                  "include/sql/reconcile_%s.sql would count them on connection %r", resource.xdmod_resource,
                  window.day, expected.rows, realm, claim, realm, xdmod.db_conn_id)  # fmt: skip
         stage.annotate(staged["version"], "reconciliation", note)
+        lineage.reconciled(context, xdmod, realm, False, [stage.manifest_url], read)
         return note
 
     from .airflow_tasks import mysql_connection
@@ -68,6 +77,7 @@ def reconcile_day(site: SiteConfig, resource: Resource, context: dict[str, Any],
         stage.annotate(staged["version"], "reconciliation", note)
     except StagingError as exc:
         raise AirflowFailException(str(exc)) from None
+    lineage.reconciled(context, xdmod, realm, True, [stage.manifest_url], read)
     log.info("reconciliation: %s", result.message())
     if not result.writer_agrees:
         log.warning("our writer's count differs from XDMoD's rules (XDMoD's data are as they should be): %s",

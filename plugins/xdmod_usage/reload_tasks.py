@@ -83,7 +83,7 @@ def plan(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
 
 def restage(site: SiteConfig, context: dict[str, Any], planned: dict[str, Any]) -> dict[str, Any]:
     """Rebuild every day from its raw archive (Param ``restage``), in order; list the files to shred."""
-    from . import reload
+    from . import lineage, reload
     from .airflow_tasks import staging_store
 
     if planned["list_only"]:
@@ -101,12 +101,14 @@ def restage(site: SiteConfig, context: dict[str, Any], planned: dict[str, Any]) 
         for day in wanted:
             before = reload.staged_day(store, resource, day)
             if params.get("restage", True):
+                archives = lineage.archive_before(store, resource, day.isoformat())
                 try:
                     item = reload.replay_day(store, resource, day, spool_dir=spool, progress_every=every,
                                              max_quarantine_share=resource.max_quarantine_share)  # fmt: skip
                 except Exception as exc:  # a day over its quarantine limit, an unreadable archive...
                     raise AirflowFailException(f"{resource.name} {day}: cannot rebuild the day from its raw "
                                                f"archive: {exc}. Nothing was deleted yet.") from exc  # fmt: skip
+                lineage.restaged(context, archives, store, resource, day.isoformat())
                 if item.sha256 != before.sha256:
                     changed += 1
                     log.info("%s %s: rebuilt, %d -> %d XDMoD rows", resource.name, day, before.xdmod_rows,
@@ -156,6 +158,7 @@ def ingest(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any], 
 
     from .aggregation import ingest_asset_name, ingest_extra, ingest_note
     from .airflow_tasks import run_xdmod, staging_store, target_of
+    from .lineage import manifest_note
     from .reload import scope
     from .staging import DayStage
     from .xdmod_commands import ingest as ingest_command
@@ -173,6 +176,7 @@ def ingest(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any], 
         store = staging_store(site, resource)
         for item in days:
             DayStage(store, resource.name, item.day).annotate(item.version, "xdmod_ingest", ingest_note(extra, run_id))
+        manifest_note(context, [DayStage(store, resource.name, item.day).manifest_url for item in days])
     return result
 
 
@@ -185,6 +189,7 @@ def _alias() -> Any:
 def reconcile(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any]) -> dict[str, Any]:
     """Per day: XDMoD's rows against XDMoD's rules applied to the staged file; a mismatch fails, naming days."""
     from .airflow_tasks import staging_store
+    from .lineage import reconciled
     from .reconciliation import Reconciliation, checked_note, unchecked_note
     from .reload import scope
     from .staging import DayStage
@@ -224,6 +229,7 @@ def reconcile(site: SiteConfig, context: dict[str, Any], restaged: dict[str, Any
                     mismatches.append(result.message())
                 checked += 1
             stage.annotate(item.version, "reconciliation", note)
+            reconciled(context, site.xdmod_for(resource), "job", not dry, [stage.manifest_url], [item.url])
             progress.add()
         progress.done()
     if mismatches:
