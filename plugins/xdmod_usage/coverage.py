@@ -91,11 +91,6 @@ def _parse_pending(name: str) -> tuple[str, int] | None:
     return day, int(ns)
 
 
-def _merge(days: dict[str, Any], day: str, entry: dict[str, Any]) -> None:
-    if entry.get("written_ns", 0) >= days.get(day, {}).get("written_ns", -1):
-        days[day] = entry
-
-
 def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -116,23 +111,25 @@ def _pending(store: Store, resource: str) -> list[tuple[str, int, str]]:
     return [(*parsed, name) for name in names if (parsed := _parse_pending(name))]
 
 
+def _merged(store: Store, resource: str) -> tuple[dict[str, dict[str, Any]], list[tuple[str, int, str]]]:
+    """The index with the pending entries newer than its days merged in, and the pending entries listed."""
+    days = _read_index(store, resource)
+    pending = _pending(store, resource)
+    for day, written_ns, name in pending:  # in write order: names sort by their zero-padded write time
+        if written_ns > days.get(day, {}).get("written_ns", -1):
+            days[day] = json.loads(store.read_bytes(f"{_prefix(resource)}/pending/{name}"))
+    return days, pending
+
+
 def read(store: Store, resource: str) -> dict[str, dict[str, Any]]:
     """Day -> summary of one resource: the index plus the entries not merged into it yet."""
-    days = _read_index(store, resource)
-    for day, written_ns, name in _pending(store, resource):
-        if written_ns > days.get(day, {}).get("written_ns", -1):
-            _merge(days, day, json.loads(store.read_bytes(f"{_prefix(resource)}/pending/{name}")))
-    return days
+    return _merged(store, resource)[0]
 
 
 def compact(store: Store, resource: str, now_ns: int | None = None) -> dict[str, dict[str, Any]]:
     """Merge pending entries into the index; drop those the index holds and that are old enough."""
     now_ns = time.time_ns() if now_ns is None else now_ns
-    days = _read_index(store, resource)
-    pending = _pending(store, resource)
-    for day, written_ns, name in pending:
-        if written_ns > days.get(day, {}).get("written_ns", -1):
-            _merge(days, day, json.loads(store.read_bytes(f"{_prefix(resource)}/pending/{name}")))
+    days, pending = _merged(store, resource)
     store.put_bytes(f"{_prefix(resource)}/index.json", _encode({"format": FORMAT, "resource": resource, "days": days}))
     for day, written_ns, name in pending:
         if now_ns - written_ns > PENDING_KEEP_NS and days.get(day, {}).get("written_ns", -1) >= written_ns:
