@@ -122,7 +122,7 @@ class XdmodBackupOperator(_BackupOperator):
 def _progress_every(site: SiteConfig) -> float:
     """The backup DAG's progress interval (its own tasks section, or the site's)."""
     assert site.backup is not None
-    return (site.backup.tasks or site.tasks).progress_interval.total_seconds()
+    return site.tasks_for(site.backup).progress_interval.total_seconds()
 
 
 def backup_config(site: SiteConfig, ident: str) -> dict[str, Any] | None:

@@ -728,11 +728,13 @@ class SiteConfig(_Strict):
     def xdmod_for(self, resource: Resource) -> XdmodConfig:
         return resource.xdmod or self.xdmod
 
-    def tasks_for(self, resource: Resource) -> TaskPolicy:
-        return resource.tasks or self.tasks
+    def tasks_for(self, section: Resource | BackupConfig | HierarchyConfig) -> TaskPolicy:
+        """The task policy of a resource or a site-wide DAG's section: its own, else the site's."""
+        return section.tasks or self.tasks
 
-    def alerts_for(self, resource: Resource) -> list[AlertRoute]:
-        return self.alerts if resource.alerts is None else resource.alerts
+    def alerts_for(self, section: Resource | BackupConfig | HierarchyConfig) -> list[AlertRoute]:
+        """The alert routes of a resource or a site-wide DAG's section: its own, else the site's."""
+        return self.alerts if section.alerts is None else section.alerts
 
 
 def _loc(parts: tuple[Any, ...], prefix: str = "") -> str:

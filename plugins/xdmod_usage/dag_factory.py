@@ -399,9 +399,8 @@ HIERARCHY_PARAMS = {
 
 def _section_defaults(site: SiteConfig, section: Any, **overrides: Any) -> dict[str, Any]:
     """Task defaults of a site-wide DAG whose config section may override the site's tasks and alerts."""
-    chosen = site.alerts if section.alerts is None else section.alerts
-    routes = [route.model_dump(exclude_none=True) for route in chosen]
-    return _task_defaults(section.tasks or site.tasks, routes, **overrides)
+    routes = [route.model_dump(exclude_none=True) for route in site.alerts_for(section)]
+    return _task_defaults(site.tasks_for(section), routes, **overrides)
 
 
 def build_hierarchy_dag(site: SiteConfig) -> DAG:

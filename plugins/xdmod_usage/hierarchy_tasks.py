@@ -92,8 +92,9 @@ def snapshot(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
             log.info("regenerated the files in force at %s: %s", instant.isoformat(), staged["manifest_url"])
             for name, entry in staged["files"].items():
                 log.info("  %-20s %5d rows  sha256 %s  %s", name, entry["rows"], entry["sha256"], entry["url"])
-            lineage.hierarchy_snapshot(context, site, {**staged, "mode": "regenerated"}, None)
-            return {**staged, "mode": "regenerated"}
+            regenerated = {**staged, "mode": "regenerated"}
+            lineage.hierarchy_snapshot(context, site, regenerated, None)
+            return regenerated
         now = dt.datetime.now(dt.UTC)
         try:
             results = [read_source(site, source, now) for source in site.hierarchy.sources]
@@ -104,7 +105,7 @@ def snapshot(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
             for skipped in result.skipped:
                 log.warning("source %s skipped %s: %s", result.name, skipped["project"], skipped["reason"])
         try:
-            every = (site.hierarchy.tasks or site.tasks).progress_interval.total_seconds()
+            every = site.tasks_for(site.hierarchy).progress_interval.total_seconds()
             staged = take_snapshot(store, conn, site.hierarchy, results, now, every)
         except HierarchyError as exc:
             raise AirflowFailException(f"the sources give a hierarchy XDMoD cannot import: {exc}") from None
@@ -114,8 +115,9 @@ def snapshot(site: SiteConfig, context: dict[str, Any]) -> dict[str, Any]:
     for item in report["quarantined"]:
         log.warning("quarantined project %s (%s): %s", item["project"], item["source"], item["reason"])
     log.info("history changes as of %s: %s; staged %s", staged["as_of"], staged["changes"], staged["manifest_url"])
-    lineage.hierarchy_snapshot(context, site, {**staged, "mode": "snapshot"}, now)
-    return {**staged, "mode": "snapshot"}
+    taken = {**staged, "mode": "snapshot"}
+    lineage.hierarchy_snapshot(context, site, taken, now)
+    return taken
 
 
 def import_files(site: SiteConfig, context: dict[str, Any], staged: dict[str, Any]) -> dict[str, Any]:
