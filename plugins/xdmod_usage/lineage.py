@@ -110,11 +110,10 @@ def tables(server: str, databases: dict[str, Any]) -> list[Any]:
 
 
 def mysql_server(conn_id: str) -> str:
-    """host:port of a MySQL connection, as the backup's endpoint names it (defaults 127.0.0.1, 3306)."""
-    from airflow.sdk import BaseHook
+    """host:port of a MySQL connection, named as the backup's endpoint names it (the same defaults)."""
+    from .backup_tasks import endpoint
 
-    conn = BaseHook.get_connection(conn_id)
-    return f"{conn.host or '127.0.0.1'}:{int(conn.port or 3306)}"
+    return endpoint(conn_id).label
 
 
 def mysql_schema(conn_id: str) -> str:
